@@ -1,0 +1,205 @@
+"""Presets as plain, frozen data: `paper` (published sizes) and `demo` (small, CPU).
+
+A config is built by `get_config(preset)`, changed with `dataclasses.replace` or
+`override`, and saved as JSON next to every training run (`to_dict` / `from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LNetConfig:
+    """An AlexNet-like localization net: 5 conv layers and 2 fully connected layers."""
+
+    input_size: int  # square input side in pixels
+    conv_filters: tuple = (96, 256, 384, 384, 256)
+    conv_kernel_sizes: tuple = (11, 5, 3, 3, 3)
+    conv_strides: tuple = (4, 1, 1, 1, 1)
+    # Max pooling (3x3, stride 2) after these conv layers, as in AlexNet.
+    pool_after: tuple = (True, True, False, False, True)
+    fc_units: tuple = (4096, 4096)
+    normalization: str = "lrn"  # "lrn", "batch_norm" or "none"
+    dropout_rate: float = 0.5
+    weight_decay: float = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class ANetConfig:
+    """The attribute net: 2 conv, 1 locally shared conv, 1 locally connected conv, FC."""
+
+    input_size: int  # square side of one face patch in pixels
+    conv_filters: tuple = (64, 96, 128, 160)
+    conv_kernel_sizes: tuple = (5, 3, 3, 3)
+    # Share region of each conv layer, in output positions. (1, 1) means locally
+    # connected; None means an ordinary convolution.
+    share_sizes: tuple = (None, None, (2, 2), (1, 1))
+    pool_after: tuple = (True, True, True, False)
+    feature_units: int = 512  # size of the feature vector the SVMs read
+    normalization: str = "batch_norm"
+    dropout_rate: float = 0.3
+    weight_decay: float = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationConfig:
+    """Response map -> box: a dense multi-scale grid of windows scored with integral images."""
+
+    # Window sides as fractions of the response map side.
+    window_scales: tuple = (0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
+    # Window height / width.
+    aspect_ratios: tuple = (0.8, 1.0, 1.25)
+    # Grid step in response-map cells.
+    grid_step: float = 0.5
+    # LNet_o's box is enlarged by this factor before cropping for LNet_s, so the
+    # crop keeps the whole head when the response map is tight.
+    lnet_o_context: float = 1.3
+    # LNet_s's face box is enlarged by this factor before cropping for ANet.
+    lnet_s_context: float = 1.1
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """Optimisation settings of one training stage."""
+
+    epochs: int
+    batch_size: int  # global batch size, split over replicas
+    learning_rate: float
+    warmup_epochs: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SVMConfig:
+    """One linear SVM per attribute on ANet features of several patches per face."""
+
+    l2: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """Size of the embedded synthetic CelebA that runs without `--data_dir`."""
+
+    num_identities: int = 200
+    images_per_identity: int = 12
+    object_classes: int = 10
+    object_images_per_class: int = 200
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a training run needs besides the data location."""
+
+    preset: str
+    lnet_o: LNetConfig
+    lnet_s: LNetConfig
+    anet: ANetConfig
+    localization: LocalizationConfig
+    stages: dict  # stage name -> StageConfig
+    svm: SVMConfig
+    synthetic: SyntheticConfig
+    seed: int = 0
+
+
+def _paper() -> Config:
+    return Config(
+        preset="paper",
+        lnet_o=LNetConfig(input_size=227),
+        lnet_s=LNetConfig(input_size=227),
+        anet=ANetConfig(input_size=96),
+        localization=LocalizationConfig(),
+        stages={
+            "pretrain_lnet": StageConfig(epochs=90, batch_size=256, learning_rate=0.01),
+            "pretrain_anet": StageConfig(epochs=40, batch_size=256, learning_rate=0.01),
+            "finetune_lnet_o": StageConfig(epochs=20, batch_size=128, learning_rate=1e-3),
+            "finetune_lnet_s": StageConfig(epochs=20, batch_size=128, learning_rate=1e-3),
+            "finetune_anet": StageConfig(epochs=20, batch_size=128, learning_rate=1e-3),
+        },
+        svm=SVMConfig(),
+        synthetic=SyntheticConfig(num_identities=2000, images_per_identity=20),
+    )
+
+
+def _demo() -> Config:
+    small_lnet = dict(
+        conv_filters=(32, 64, 96, 96, 64),
+        conv_kernel_sizes=(5, 5, 3, 3, 3),
+        conv_strides=(2, 1, 1, 1, 1),
+        pool_after=(True, True, False, False, False),
+        fc_units=(256, 256),
+        normalization="batch_norm",
+        dropout_rate=0.3,
+    )
+    return Config(
+        preset="demo",
+        lnet_o=LNetConfig(input_size=96, **small_lnet),
+        lnet_s=LNetConfig(input_size=80, **small_lnet),
+        anet=ANetConfig(
+            input_size=48,
+            conv_filters=(32, 48, 64, 64),
+            feature_units=128,
+        ),
+        localization=LocalizationConfig(),
+        stages={
+            "pretrain_lnet": StageConfig(epochs=3, batch_size=64, learning_rate=1e-3),
+            "pretrain_anet": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
+            "finetune_lnet_o": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
+            "finetune_lnet_s": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
+            "finetune_anet": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
+        },
+        svm=SVMConfig(),
+        synthetic=SyntheticConfig(),
+    )
+
+
+PRESETS = {"paper": _paper, "demo": _demo}
+
+
+def get_config(preset: str = "demo") -> Config:
+    """Return a fresh copy of preset `preset`."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    return PRESETS[preset]()
+
+
+def to_dict(config: Config) -> dict:
+    """Return `config` as JSON-ready nested dicts."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a Config from `to_dict`'s output (for example a saved config.json)."""
+    data = dict(data)
+    nested = {
+        "lnet_o": LNetConfig,
+        "lnet_s": LNetConfig,
+        "anet": ANetConfig,
+        "localization": LocalizationConfig,
+        "svm": SVMConfig,
+        "synthetic": SyntheticConfig,
+    }
+    for key, cls in nested.items():
+        data[key] = cls(**_tuples(data[key]))
+    data["stages"] = {name: StageConfig(**stage) for name, stage in data["stages"].items()}
+    return Config(**data)
+
+
+def _tuples(fields: dict) -> dict:
+    # JSON turns tuples into lists; frozen dataclasses need hashable tuples back.
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(convert(item) for item in value)
+        return value
+
+    return {key: convert(value) for key, value in fields.items()}
+
+
+def save_json(config: Config, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(to_dict(config), file, indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""CelebA on-disk formats, the embedded synthetic dataset and tf.data pipelines."""
