@@ -1,0 +1,72 @@
+"""Image preprocessing shared by the input pipelines, the cascade and the exports.
+
+Every op here is a TFLite builtin (RESIZE_BILINEAR, PAD, arithmetic), so the same
+code runs in training, in the SavedModel and inside a converted TFLite model.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """Map float pixel values in [0, 255] to [-1, 1]."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def letterbox(images: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Resize a batch to `size` x `size`, keeping the aspect ratio, and pad the rest.
+
+    `images` is float [batch, height, width, channels], already normalized, so the
+    zero padding is mid-gray. Returns the padded batch and the content window
+    [ymin, xmin, ymax, xmax] that the image occupies, normalized to the output side.
+    The window is the same for every image because a batch shares one shape.
+    """
+    shape = tf.shape(images)
+    height = tf.cast(shape[1], tf.float32)
+    width = tf.cast(shape[2], tf.float32)
+    scale = float(size) / tf.maximum(height, width)
+
+    # Clamp to at least one pixel so that a 1-pixel-wide image stays valid.
+    new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)
+    new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
+    new_height = tf.minimum(new_height, size)
+    new_width = tf.minimum(new_width, size)
+    resized = tf.image.resize(images, tf.stack([new_height, new_width]), method="bilinear")
+
+    pad_top = (size - new_height) // 2
+    pad_left = (size - new_width) // 2
+    paddings = [
+        [0, 0],
+        [pad_top, size - new_height - pad_top],
+        [pad_left, size - new_width - pad_left],
+        [0, 0],
+    ]
+    padded = tf.pad(resized, paddings)
+    padded = tf.ensure_shape(padded, [None, size, size, None])
+
+    window = tf.cast(
+        tf.stack([pad_top, pad_left, pad_top + new_height, pad_left + new_width]),
+        tf.float32,
+    ) / float(size)
+    return padded, window
+
+
+def window_to_image(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """Map normalized boxes in letterboxed coordinates to normalized image coordinates.
+
+    `boxes` is [..., 4] as [ymin, xmin, ymax, xmax]; `window` is `letterbox`'s content
+    window. The result is clipped to [0, 1].
+    """
+    origin = tf.stack([window[0], window[1], window[0], window[1]])
+    extent = tf.stack(
+        [window[2] - window[0], window[3] - window[1]] * 2
+    )
+    return tf.clip_by_value((boxes - origin) / extent, 0.0, 1.0)
+
+
+def image_to_window(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """Inverse of `window_to_image`: image-normalized boxes to letterboxed coordinates."""
+    origin = tf.stack([window[0], window[1], window[0], window[1]])
+    extent = tf.stack([window[2] - window[0], window[3] - window[1]] * 2)
+    return boxes * extent + origin
