@@ -36,6 +36,13 @@ class CelebATable:
     partitions: Optional[np.ndarray] = None
     # Part name ("boxes", "identities", ...) -> a sentence saying why it is absent.
     missing_parts: dict = dataclasses.field(default_factory=dict)
+    # Problems that the reader found and did not raise (on_bad_example="skip"):
+    # messages naming file, line and value, at most a few per reason.
+    problems: list = dataclasses.field(default_factory=list)
+    # Rows dropped under on_bad_example="skip": reason -> number of rows.
+    skipped_rows: dict = dataclasses.field(default_factory=dict)
+    # Accepted departures from the release format, e.g. 0 written for -1.
+    warnings: list = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.image_names)
