@@ -54,6 +54,18 @@ class LocalizationConfig:
     aspect_ratios: tuple = (0.8, 1.0, 1.25)
     # Grid step in response-map cells.
     grid_step: float = 0.5
+    # A cell counts as object when its response rises this fraction of the way
+    # from the background level to the peak. It is below 0.5 because conv
+    # responses peak on the most telling parts (eyes, mouth) and fall off before
+    # the object's edge. It is above 0 so that background noise does not count.
+    response_threshold: float = 0.25
+    # The background level is this quantile of the response map. It is a
+    # background value while the object covers less than 1 - quantile of the
+    # map, and unlike the minimum it ignores a few outlying cells.
+    background_quantile: float = 0.1
+    # Rounds of moving each edge of the best grid window to its best position,
+    # which frees the box from the grid's fixed sizes and aspect ratios.
+    refine_steps: int = 2
     # LNet_o's box is enlarged by this factor before cropping for LNet_s, so the
     # crop keeps the whole head when the response map is tight.
     lnet_o_context: float = 1.3

@@ -1,0 +1,421 @@
+"""Weakly supervised localization: from a response map to a box, in TFLite builtins.
+
+The LNets never see a bounding box. A box comes from the channel-averaged response
+map of a net's last conv layer. Every window of a dense multi-scale grid is scored
+with an integral image, and the best one wins. Its edges are then moved one at a
+time to their best positions.
+
+Boxes are normalized [ymin, xmin, ymax, xmax] float32 in [0, 1] of the image they
+refer to, the TensorFlow convention. A response map cell i of h covers the band
+[i / h, (i + 1) / h] of the net's input, which ignores the small offset that valid
+convolutions add to the receptive fields.
+
+Every op here converts to a TFLite builtin: MEAN, RESIZE_BILINEAR, TOPK_V2, CUMSUM,
+PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN and arithmetic. `tf.image.crop_and_resize`
+is not a builtin, so `crop_and_resize` samples with GATHER and arithmetic instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from lnet_anet_tf.config import LocalizationConfig
+
+# Masks out impossible edge positions before an ARG_MAX or ARG_MIN.
+_MASKED = 1e30
+
+
+def response_map(feature_map: tf.Tensor) -> tf.Tensor:
+    """Average a [batch, h, w, channels] feature map over channels to [batch, h, w]."""
+    return tf.reduce_mean(feature_map, axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def window_grid(
+    map_height: int,
+    map_width: int,
+    window_scales: tuple,
+    aspect_ratios: tuple,
+    grid_step: float,
+) -> tuple[int, int, np.ndarray]:
+    """Build the candidate windows for a response map of a given size.
+
+    Windows live on a lattice of `lattice_height` x `lattice_width` units, where one
+    unit is `grid_step` map cells rounded so that the lattice divides the map
+    evenly. A window of scale s and aspect ratio r (height / width) is
+    s * sqrt(r) of the map high and s / sqrt(r) wide, rounded to whole units and
+    clipped to the map, placed at every unit. Returns the lattice size and an int32
+    [num_windows, 4] array of (y0, x0, y1, x1) lattice corners, without duplicates.
+    """
+    if grid_step <= 0:
+        raise ValueError(f"grid_step must be positive, got {grid_step}.")
+    lattice_height = max(1, round(map_height / grid_step))
+    lattice_width = max(1, round(map_width / grid_step))
+
+    windows = set()
+    for scale in window_scales:
+        for ratio in aspect_ratios:
+            if scale <= 0 or ratio <= 0:
+                raise ValueError(
+                    f"Window scales and aspect ratios must be positive, got scale "
+                    f"{scale} and aspect ratio {ratio}."
+                )
+            height = round(scale * math.sqrt(ratio) * lattice_height)
+            width = round(scale / math.sqrt(ratio) * lattice_width)
+            height = min(max(height, 1), lattice_height)
+            width = min(max(width, 1), lattice_width)
+            for y0 in range(lattice_height - height + 1):
+                for x0 in range(lattice_width - width + 1):
+                    windows.add((y0, x0, y0 + height, x0 + width))
+
+    corners = np.array(sorted(windows), dtype=np.int32).reshape(-1, 4)
+    return lattice_height, lattice_width, corners
+
+
+def locate(
+    response: tf.Tensor, config: LocalizationConfig
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Find the object box in each response map of a [batch, h, w] batch.
+
+    The map is upsampled bilinearly to the window lattice, so window edges can fall
+    between cell centres. It is rescaled so that its background level (the
+    `background_quantile` quantile) is 0 and its peak is 1, and
+    `response_threshold` is subtracted. A window's score is the sum of this
+    contrast inside it, so a window grows while the cells it gains are above the
+    threshold. The best grid window's edges are then moved `refine_steps` times.
+
+    `h` and `w` must be static. Returns the boxes [batch, 4], normalized to the map,
+    and the localization scores [batch] in [0, 1]: the box's summed contrast divided
+    by the map's total above-threshold contrast. A score of 1 means that one
+    rectangle contains all the above-threshold response and nothing below it. The
+    score falls when the response is diffuse or split between separate blobs. Two
+    blobs merge into one box when the below-threshold gap between them costs less
+    than the second blob adds, which happens when the gap is narrower than about
+    a blob's width. A map without contrast (every value equal) yields the whole
+    map and score 0.
+    """
+    _validate_config(config)
+    response = tf.convert_to_tensor(response, tf.float32)
+    if response.shape.rank != 3 or None in response.shape[1:]:
+        raise ValueError(
+            f"locate expects response maps of static shape [batch, h, w], got "
+            f"{response.shape}. Build the net with a fixed input size."
+        )
+    map_height, map_width = int(response.shape[1]), int(response.shape[2])
+    lattice_height, lattice_width, corners = window_grid(
+        map_height,
+        map_width,
+        tuple(config.window_scales),
+        tuple(config.aspect_ratios),
+        float(config.grid_step),
+    )
+
+    upsampled = response
+    if (lattice_height, lattice_width) != (map_height, map_width):
+        upsampled = tf.image.resize(
+            response[..., tf.newaxis], [lattice_height, lattice_width], method="bilinear"
+        )[..., 0]
+    contrast, has_contrast = _contrast(upsampled, config)
+    integral = _integral_image(contrast)
+
+    box, best_sum = _best_grid_window(integral, corners)
+    for _ in range(config.refine_steps):
+        box, best_sum = _refine_edges(integral, box)
+
+    lattice_size = tf.constant(
+        [lattice_height, lattice_width, lattice_height, lattice_width], tf.float32
+    )
+    boxes = tf.cast(box, tf.float32) / lattice_size
+    positive_mass = tf.reduce_sum(tf.nn.relu(contrast), axis=[1, 2])
+    scores = tf.clip_by_value(best_sum / tf.maximum(positive_mass, 1e-12), 0.0, 1.0)
+
+    whole_map = tf.constant([[0.0, 0.0, 1.0, 1.0]])
+    boxes = tf.where(has_contrast[:, tf.newaxis], boxes, whole_map)
+    scores = tf.where(has_contrast, scores, tf.zeros_like(scores))
+    return boxes, scores
+
+
+def _validate_config(config: LocalizationConfig) -> None:
+    if not 0.0 < config.response_threshold < 1.0:
+        raise ValueError(
+            f"response_threshold must be in (0, 1), got {config.response_threshold}."
+        )
+    if not 0.0 <= config.background_quantile < 1.0:
+        raise ValueError(
+            f"background_quantile must be in [0, 1), got {config.background_quantile}."
+        )
+    if config.refine_steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {config.refine_steps}.")
+
+
+def _contrast(maps: tf.Tensor, config: LocalizationConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """Rescale maps to background 0 and peak 1, then subtract the threshold."""
+    height, width = maps.shape[1], maps.shape[2]
+    flat = tf.reshape(maps, [-1, height * width])
+
+    # The quantile is the rank-th smallest value ("lower" interpolation). TOPK_V2
+    # of the negated map returns the smallest values, in ascending order.
+    rank = int(math.floor(config.background_quantile * (height * width - 1)))
+    smallest, _ = tf.math.top_k(-flat, k=rank + 1, sorted=True)
+    background = -smallest[:, rank]
+    peak = tf.reduce_max(flat, axis=1)
+
+    spread = peak - background
+    has_contrast = spread > 0.0
+    spread = tf.where(has_contrast, spread, tf.ones_like(spread))
+    normalized = (maps - background[:, None, None]) / spread[:, None, None]
+    return normalized - config.response_threshold, has_contrast
+
+
+def _integral_image(maps: tf.Tensor) -> tf.Tensor:
+    """Return [batch, h + 1, w + 1]; entry (y, x) sums the cells above and left of it."""
+    sums = tf.math.cumsum(tf.math.cumsum(maps, axis=1), axis=2)
+    return tf.pad(sums, [[0, 0], [1, 0], [1, 0]])
+
+
+def _best_grid_window(integral: tf.Tensor, corners: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    """Score every grid window from its four integral-image corners; keep the best."""
+    stride = int(integral.shape[2])
+    flat = tf.reshape(integral, [-1, int(integral.shape[1]) * stride])
+
+    y0, x0, y1, x1 = corners.T
+    corner_indices = np.stack(
+        [y1 * stride + x1, y0 * stride + x1, y1 * stride + x0, y0 * stride + x0]
+    ).astype(np.int32)
+    values = tf.gather(flat, corner_indices, axis=1)  # [batch, 4, num_windows]
+    sums = values[:, 0] - values[:, 1] - values[:, 2] + values[:, 3]
+
+    best = tf.math.argmax(sums, axis=1, output_type=tf.int32)
+    box = tf.gather(tf.constant(corners), best)
+    return box, tf.reduce_max(sums, axis=1)
+
+
+def _refine_edges(integral: tf.Tensor, box: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Move top, bottom, left and right edge in turn to its best position.
+
+    With x0 and x1 fixed, the window sum is P[y1] - P[y0] for the column profile
+    P[k] = I[k, x1] - I[k, x0], so the best top edge is the argmin of P above the
+    bottom edge and the best bottom edge the argmax of P below the top edge. Rows
+    work the same way. No step lowers the window sum.
+    """
+    lattice_height = int(integral.shape[1]) - 1
+    lattice_width = int(integral.shape[2]) - 1
+    y0, x0, y1, x1 = tf.unstack(box, axis=1)
+
+    columns = _select(integral, x1, axis=2) - _select(integral, x0, axis=2)
+    y0, y1 = _refine_interval(columns, y0, y1, lattice_height)
+
+    rows = _select(integral, y1, axis=1) - _select(integral, y0, axis=1)
+    x0, x1 = _refine_interval(rows, x0, x1, lattice_width)
+
+    window_sum = _pick(rows, x1) - _pick(rows, x0)
+    return tf.stack([y0, x0, y1, x1], axis=1), window_sum
+
+
+def _refine_interval(
+    profile: tf.Tensor, start: tf.Tensor, end: tf.Tensor, size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Choose start < end on [0, size] that maximize profile[end] - profile[start]."""
+    positions = tf.range(size + 1)[tf.newaxis, :]
+
+    allowed = positions < end[:, tf.newaxis]
+    start = tf.math.argmin(
+        tf.where(allowed, profile, _MASKED), axis=1, output_type=tf.int32
+    )
+    allowed = positions > start[:, tf.newaxis]
+    end = tf.math.argmax(
+        tf.where(allowed, profile, -_MASKED), axis=1, output_type=tf.int32
+    )
+    return start, end
+
+
+def _select(integral: tf.Tensor, index: tf.Tensor, axis: int) -> tf.Tensor:
+    """Take one row (axis=1) or column (axis=2) per batch item with a one-hot mask."""
+    depth = int(integral.shape[axis])
+    mask = tf.one_hot(index, depth, dtype=integral.dtype)
+    if axis == 1:
+        return tf.reduce_sum(integral * mask[:, :, tf.newaxis], axis=1)
+    return tf.reduce_sum(integral * mask[:, tf.newaxis, :], axis=2)
+
+
+def _pick(profile: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Take profile[b, index[b]] for every batch item."""
+    mask = tf.one_hot(index, int(profile.shape[1]), dtype=profile.dtype)
+    return tf.reduce_sum(profile * mask, axis=1)
+
+
+def expand_box(boxes: tf.Tensor, factor: float) -> tf.Tensor:
+    """Scale [..., 4] boxes by `factor` about their centres and clip them to [0, 1]."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    center_y = (ymin + ymax) / 2.0
+    center_x = (xmin + xmax) / 2.0
+    half_height = (ymax - ymin) * (factor / 2.0)
+    half_width = (xmax - xmin) * (factor / 2.0)
+    expanded = tf.stack(
+        [
+            center_y - half_height,
+            center_x - half_width,
+            center_y + half_height,
+            center_x + half_width,
+        ],
+        axis=-1,
+    )
+    return tf.clip_by_value(expanded, 0.0, 1.0)
+
+
+def crop_and_resize(
+    images: tf.Tensor,
+    boxes: tf.Tensor,
+    size: Union[int, Sequence[int]],
+    box_indices: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Crop boxes from images and resize them bilinearly, with TFLite builtins only.
+
+    `images` is [batch, height, width, channels]; `boxes` is [num_boxes, 4], and box
+    i is cut from image `box_indices[i]` (from image i when `box_indices` is None).
+    Returns float32 [num_boxes, size_y, size_x, channels].
+
+    Sampling uses half-pixel centres: output pixel i of a box samples the input at
+    (ymin + (i + 0.5) * (ymax - ymin) / size_y) * height - 0.5, in pixel index
+    units. The box [0, 0, 1, 1] therefore reproduces `tf.image.resize(images, size,
+    "bilinear")`. `tf.image.crop_and_resize` differs: it puts the first and last
+    samples on the pixel centres at the box edges, so [0, 0, 1, 1] reproduces an
+    align-corners resize there. Samples outside the image take the nearest edge
+    pixel's value, as `tf.image.resize` does. A box with xmin > xmax (or
+    ymin > ymax) yields a mirrored crop.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    size_y, size_x = (size, size) if isinstance(size, int) else tuple(size)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    channels = images.shape[3] if images.shape[3] is not None else shape[3]
+    if box_indices is None:
+        box_indices = tf.range(tf.shape(boxes)[0])
+
+    ys = _sample_positions(boxes[:, 0], boxes[:, 2], height, size_y)  # [num_boxes, size_y]
+    xs = _sample_positions(boxes[:, 1], boxes[:, 3], width, size_x)  # [num_boxes, size_x]
+    y_low, y_high, y_weight = _neighbors(ys, height)
+    x_low, x_high, x_weight = _neighbors(xs, width)
+
+    # GATHER from the images flattened to [batch * height * width, channels].
+    flat_images = tf.reshape(images, [-1, channels])
+    base = tf.cast(box_indices, tf.int32) * height * width
+
+    def gather(rows: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
+        indices = (
+            base[:, None, None] + rows[:, :, None] * width + columns[:, None, :]
+        )
+        return tf.gather(flat_images, indices)  # [num_boxes, size_y, size_x, channels]
+
+    top_left = gather(y_low, x_low)
+    top_right = gather(y_low, x_high)
+    bottom_left = gather(y_high, x_low)
+    bottom_right = gather(y_high, x_high)
+
+    # Same order of interpolation as TensorFlow's kernels: along x, then along y.
+    x_weight = x_weight[:, None, :, None]
+    y_weight = y_weight[:, :, None, None]
+    top = top_left + (top_right - top_left) * x_weight
+    bottom = bottom_left + (bottom_right - bottom_left) * x_weight
+    return top + (bottom - top) * y_weight
+
+
+def _sample_positions(
+    start: tf.Tensor, end: tf.Tensor, extent: tf.Tensor, count: int
+) -> tf.Tensor:
+    """Return sample positions in pixel index units, clamped to [0, extent - 1]."""
+    extent = tf.cast(extent, tf.float32)
+    steps = (tf.range(count, dtype=tf.float32) + 0.5) / float(count)
+    positions = (start[:, None] + steps[None, :] * (end - start)[:, None]) * extent - 0.5
+    return tf.clip_by_value(positions, 0.0, extent - 1.0)
+
+
+def _neighbors(positions: tf.Tensor, extent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Return the lower and upper pixel indices around each position and the weight."""
+    low = tf.floor(positions)
+    weight = positions - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, extent - 1)
+    return low, high, weight
+
+
+def box_to_parent(boxes_in_crop: tf.Tensor, crop_boxes: tf.Tensor) -> tf.Tensor:
+    """Map boxes normalized to a crop back to the image the crop was cut from.
+
+    `crop_boxes` are the crops' boxes in the parent image; both are [..., 4].
+    """
+    boxes_in_crop = tf.convert_to_tensor(boxes_in_crop, tf.float32)
+    crop_boxes = tf.convert_to_tensor(crop_boxes, tf.float32)
+    origin, extent = _origin_and_extent(crop_boxes)
+    return origin + boxes_in_crop * extent
+
+
+def box_to_crop(boxes: tf.Tensor, crop_boxes: tf.Tensor) -> tf.Tensor:
+    """Inverse of `box_to_parent`: map parent-image boxes into a crop's coordinates.
+
+    Crop boxes must have non-zero height and width. The result is not clipped, so
+    parts of a box outside the crop fall outside [0, 1].
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    crop_boxes = tf.convert_to_tensor(crop_boxes, tf.float32)
+    origin, extent = _origin_and_extent(crop_boxes)
+    return (boxes - origin) / extent
+
+
+def _origin_and_extent(crop_boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    ymin, xmin, ymax, xmax = tf.unstack(crop_boxes, axis=-1)
+    origin = tf.stack([ymin, xmin, ymin, xmin], axis=-1)
+    extent = tf.stack([ymax - ymin, xmax - xmin, ymax - ymin, xmax - xmin], axis=-1)
+    return origin, extent
+
+
+def iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
+    """Intersection over union of [..., 4] boxes, elementwise with broadcasting.
+
+    Boxes must have ymin <= ymax and xmin <= xmax. Two empty boxes have IoU 0.
+    """
+    boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
+    boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
+    ymin_a, xmin_a, ymax_a, xmax_a = tf.unstack(boxes_a, axis=-1)
+    ymin_b, xmin_b, ymax_b, xmax_b = tf.unstack(boxes_b, axis=-1)
+
+    overlap_height = tf.nn.relu(tf.minimum(ymax_a, ymax_b) - tf.maximum(ymin_a, ymin_b))
+    overlap_width = tf.nn.relu(tf.minimum(xmax_a, xmax_b) - tf.maximum(xmin_a, xmin_b))
+    intersection = overlap_height * overlap_width
+    area_a = (ymax_a - ymin_a) * (xmax_a - xmin_a)
+    area_b = (ymax_b - ymin_b) * (xmax_b - xmin_b)
+    union = area_a + area_b - intersection
+    return tf.where(union > 0.0, intersection / tf.maximum(union, 1e-12), 0.0)
+
+
+def xywh_pixels_to_normalized(
+    boxes: tf.Tensor, image_height: tf.Tensor, image_width: tf.Tensor
+) -> tf.Tensor:
+    """Convert CelebA pixel boxes (x_1, y_1, width, height) to normalized boxes.
+
+    `boxes` is [..., 4]; the image sizes broadcast against its leading dimensions.
+    x_1 is the left pixel column, so the box spans [x_1, x_1 + width) in pixels. The
+    result is clipped to [0, 1] because some annotated boxes extend past the image
+    and predicted boxes never do.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    image_height = tf.cast(image_height, tf.float32)
+    image_width = tf.cast(image_width, tf.float32)
+    x, y, width, height = tf.unstack(boxes, axis=-1)
+    normalized = tf.stack(
+        [
+            y / image_height,
+            x / image_width,
+            (y + height) / image_height,
+            (x + width) / image_width,
+        ],
+        axis=-1,
+    )
+    return tf.clip_by_value(normalized, 0.0, 1.0)

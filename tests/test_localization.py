@@ -1,0 +1,349 @@
+"""Tests for response map -> box localization and the box and crop helpers."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lnet_anet_tf import localization
+from lnet_anet_tf.config import LocalizationConfig
+
+CONFIG = LocalizationConfig()
+
+# Boxes of several positions, sizes and aspect ratios (height / width from 0.5 to 2).
+BUMP_BOXES = np.array(
+    [
+        [0.2, 0.2, 0.6, 0.6],
+        [0.1, 0.3, 0.9, 0.8],
+        [0.5, 0.5, 0.95, 0.9],
+        [0.3, 0.1, 0.6, 0.5],
+        [0.05, 0.05, 0.45, 0.35],
+        [0.25, 0.2, 0.75, 0.8],
+        [0.1, 0.1, 0.9, 0.9],
+        [0.1, 0.3, 0.9, 0.7],
+        [0.4, 0.1, 0.7, 0.9],
+    ],
+    dtype=np.float32,
+)
+
+
+def gaussian_bump(height, width, box):
+    """Sample at cell centres a Gaussian whose +-1.5 sigma extent per axis is `box`."""
+    center_y = (box[0] + box[2]) / 2 * height
+    center_x = (box[1] + box[3]) / 2 * width
+    sigma_y = (box[2] - box[0]) * height / 3
+    sigma_x = (box[3] - box[1]) * width / 3
+    y = np.arange(height)[:, None] + 0.5
+    x = np.arange(width)[None, :] + 0.5
+    exponent = (y - center_y) ** 2 / (2 * sigma_y**2) + (x - center_x) ** 2 / (2 * sigma_x**2)
+    return np.exp(-exponent).astype(np.float32)
+
+
+def bumps(height, width, boxes=BUMP_BOXES):
+    return np.stack([gaussian_bump(height, width, box) for box in boxes])
+
+
+def test_response_map_averages_channels():
+    feature_map = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+
+    response = localization.response_map(feature_map)
+
+    assert response.shape == (2, 3, 4)
+    np.testing.assert_allclose(response, feature_map.mean(axis=-1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("map_size", [13, 10])
+def test_locate_finds_gaussian_bumps(map_size):
+    boxes, scores = localization.locate(bumps(map_size, map_size), CONFIG)
+
+    overlaps = localization.iou(boxes, BUMP_BOXES).numpy()
+    for box, overlap in zip(BUMP_BOXES, overlaps):
+        assert overlap > 0.7, f"IoU {overlap:.3f} for bump box {box} on a {map_size}x{map_size} map"
+    assert np.all(scores.numpy() > 0.9)
+
+
+def test_locate_finds_bumps_on_noisy_background():
+    rng = np.random.default_rng(0)
+    maps = bumps(13, 13) + 0.3 + 0.2 * rng.random((len(BUMP_BOXES), 13, 13), dtype=np.float32)
+
+    boxes, _ = localization.locate(maps, CONFIG)
+
+    overlaps = localization.iou(boxes, BUMP_BOXES).numpy()
+    assert np.all(overlaps > 0.7), overlaps
+
+
+def test_locate_finds_bump_on_non_square_map():
+    box = np.array([0.2, 0.1, 0.7, 0.5], np.float32)
+    maps = gaussian_bump(9, 15, box)[None]
+
+    boxes, _ = localization.locate(maps, CONFIG)
+
+    assert localization.iou(boxes[0], box).numpy() > 0.7
+
+
+def test_locate_is_independent_of_batch():
+    rng = np.random.default_rng(1)
+    maps = bumps(13, 13) * rng.uniform(0.5, 20.0, (len(BUMP_BOXES), 1, 1)).astype(np.float32)
+
+    batch_boxes, batch_scores = localization.locate(maps, CONFIG)
+
+    for index in range(len(maps)):
+        boxes, scores = localization.locate(maps[index : index + 1], CONFIG)
+        np.testing.assert_array_equal(boxes[0], batch_boxes[index])
+        np.testing.assert_allclose(scores[0], batch_scores[index], rtol=1e-5)
+
+
+def test_locate_ignores_map_scale_and_offset():
+    maps = bumps(13, 13)
+
+    boxes, scores = localization.locate(maps, CONFIG)
+    shifted_boxes, shifted_scores = localization.locate(maps * 7.0 + 3.0, CONFIG)
+
+    np.testing.assert_array_equal(boxes, shifted_boxes)
+    np.testing.assert_allclose(scores, shifted_scores, atol=1e-4)
+
+
+def test_locate_score_halves_for_two_distant_blobs():
+    blob_boxes = np.array([[0.35, 0.0, 0.65, 0.25], [0.35, 0.75, 0.65, 1.0]], np.float32)
+    maps = gaussian_bump(13, 13, blob_boxes[0]) + gaussian_bump(13, 13, blob_boxes[1])
+
+    boxes, scores = localization.locate(maps[None], CONFIG)
+
+    overlaps = localization.iou(boxes, blob_boxes).numpy()
+    assert overlaps.max() > 0.7, overlaps
+    assert 0.4 < scores[0].numpy() < 0.6
+
+
+def test_locate_returns_whole_map_for_constant_map():
+    boxes, scores = localization.locate(np.full((2, 13, 13), 3.0, np.float32), CONFIG)
+
+    np.testing.assert_array_equal(boxes, [[0.0, 0.0, 1.0, 1.0]] * 2)
+    np.testing.assert_array_equal(scores, [0.0, 0.0])
+
+
+def test_locate_refinement_never_lowers_score():
+    rng = np.random.default_rng(2)
+    smooth = tf.image.resize(rng.random((16, 4, 4, 1), dtype=np.float32), [13, 13])[..., 0]
+    grid_only = dataclasses.replace(CONFIG, refine_steps=0)
+
+    _, grid_scores = localization.locate(smooth, grid_only)
+    _, refined_scores = localization.locate(smooth, CONFIG)
+
+    assert np.all(refined_scores.numpy() >= grid_scores.numpy() - 1e-6)
+    assert np.any(refined_scores.numpy() > grid_scores.numpy() + 1e-3)
+
+
+def test_locate_boxes_are_valid():
+    rng = np.random.default_rng(3)
+    maps = rng.random((32, 10, 10), dtype=np.float32)
+
+    boxes, scores = localization.locate(maps, CONFIG)
+
+    boxes = boxes.numpy()
+    assert np.all((boxes >= 0.0) & (boxes <= 1.0))
+    assert np.all(boxes[:, 2] > boxes[:, 0])
+    assert np.all(boxes[:, 3] > boxes[:, 1])
+    assert np.all((scores.numpy() >= 0.0) & (scores.numpy() <= 1.0))
+
+
+def test_locate_rejects_unknown_map_size():
+    locate = tf.function(
+        lambda maps: localization.locate(maps, CONFIG),
+        input_signature=[tf.TensorSpec([None, None, None], tf.float32)],
+    )
+
+    with pytest.raises(ValueError, match="static shape"):
+        locate.get_concrete_function()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("response_threshold", 1.0), ("background_quantile", 1.0), ("refine_steps", -1)],
+)
+def test_locate_rejects_invalid_config(field, value):
+    config = dataclasses.replace(CONFIG, **{field: value})
+
+    with pytest.raises(ValueError, match=field):
+        localization.locate(bumps(10, 10), config)
+
+
+def test_window_grid_covers_scales_inside_lattice():
+    lattice_height, lattice_width, corners = localization.window_grid(
+        13, 13, CONFIG.window_scales, CONFIG.aspect_ratios, CONFIG.grid_step
+    )
+
+    assert (lattice_height, lattice_width) == (26, 26)
+    assert len(np.unique(corners, axis=0)) == len(corners)
+    assert corners.min() >= 0
+    assert corners[:, [0, 2]].max() <= lattice_height
+    assert corners[:, [1, 3]].max() <= lattice_width
+    heights = set(corners[:, 2] - corners[:, 0])
+    assert round(0.3 * 26) in heights
+    assert round(0.9 * np.sqrt(1.25) * 26) in heights
+
+
+def test_expand_box_keeps_centre():
+    boxes = tf.constant([[0.4, 0.4, 0.6, 0.5]])
+
+    expanded = localization.expand_box(boxes, 2.0)
+
+    np.testing.assert_allclose(expanded, [[0.3, 0.35, 0.7, 0.55]], atol=1e-6)
+
+
+def test_expand_box_clips_to_image():
+    boxes = tf.constant([[0.0, 0.8, 0.4, 1.0], [0.1, 0.1, 0.9, 0.9]])
+
+    expanded = localization.expand_box(boxes, 1.5)
+
+    np.testing.assert_allclose(expanded, [[0.0, 0.75, 0.5, 1.0], [0.0, 0.0, 1.0, 1.0]], atol=1e-6)
+
+
+def test_iou_of_hand_computed_cases():
+    boxes_a = tf.constant(
+        [
+            [0.0, 0.0, 0.5, 0.5],  # identical
+            [0.0, 0.0, 0.5, 0.5],  # disjoint
+            [0.0, 0.0, 0.5, 1.0],  # half of each overlaps
+            [0.0, 0.0, 1.0, 1.0],  # contains a quarter-size box
+            [0.0, 0.0, 0.2, 0.2],  # touching corners
+            [0.3, 0.3, 0.3, 0.3],  # two empty boxes
+        ]
+    )
+    boxes_b = tf.constant(
+        [
+            [0.0, 0.0, 0.5, 0.5],
+            [0.5, 0.5, 1.0, 1.0],
+            [0.0, 0.5, 1.0, 1.0],
+            [0.25, 0.25, 0.75, 0.75],
+            [0.2, 0.2, 0.4, 0.4],
+            [0.3, 0.3, 0.3, 0.3],
+        ]
+    )
+
+    overlaps = localization.iou(boxes_a, boxes_b)
+
+    np.testing.assert_allclose(overlaps, [1.0, 0.0, 1.0 / 3.0, 0.25, 0.0, 0.0], atol=1e-6)
+
+
+def test_iou_broadcasts():
+    whole = tf.constant([[0.0, 0.0, 1.0, 1.0]])
+    others = tf.constant([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]])
+
+    overlaps = localization.iou(whole, others)
+
+    np.testing.assert_allclose(overlaps, [0.25, 1.0], atol=1e-6)
+
+
+def test_box_to_parent_maps_known_box():
+    crop_boxes = tf.constant([[0.2, 0.4, 0.6, 0.8]])
+
+    parent = localization.box_to_parent(tf.constant([[0.0, 0.5, 0.5, 1.0]]), crop_boxes)
+
+    np.testing.assert_allclose(parent, [[0.2, 0.6, 0.4, 0.8]], atol=1e-6)
+
+
+def random_boxes(rng, count):
+    """Return [count, 4] valid boxes: sorting each (y, x) pair puts min before max."""
+    corners = np.sort(rng.random((count, 2, 2), dtype=np.float32), axis=1)
+    return corners.reshape(count, 4)
+
+
+def test_box_to_parent_round_trips():
+    rng = np.random.default_rng(4)
+    crop_boxes = random_boxes(rng, 20)
+    boxes_in_crop = random_boxes(rng, 20)
+
+    parent = localization.box_to_parent(boxes_in_crop, crop_boxes)
+    back = localization.box_to_crop(parent, crop_boxes)
+
+    np.testing.assert_allclose(back, boxes_in_crop, atol=1e-4)
+    parent = parent.numpy()
+    assert np.all(parent[:, :2] >= crop_boxes[:, :2] - 1e-6)
+    assert np.all(parent[:, 2:] <= crop_boxes[:, 2:] + 1e-6)
+
+
+def test_xywh_pixels_to_normalized():
+    boxes = tf.constant([[95, 71, 226, 313], [-10, 400, 100, 200]])
+
+    normalized = localization.xywh_pixels_to_normalized(boxes, 500, 400)
+
+    np.testing.assert_allclose(
+        normalized,
+        [[71 / 500, 95 / 400, 384 / 500, 321 / 400], [400 / 500, 0.0, 1.0, 90 / 400]],
+        atol=1e-6,
+    )
+
+
+def random_images(batch, height, width, seed=5):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1.0, 1.0, (batch, height, width, 3)).astype(np.float32)
+
+
+def tf_crop_box(box, image_height, image_width, crop_height, crop_width):
+    """Convert a half-pixel-centre box to the box `tf.image.crop_and_resize` needs.
+
+    `tf.image.crop_and_resize` samples row y1 * (H - 1) + i * (y2 - y1) * (H - 1) /
+    (crop_height - 1). This solves for the y1 and y2 whose samples equal ours.
+    """
+
+    def convert(start, end, extent, count):
+        span = end - start
+        first = (start * extent + 0.5 * span * extent / count - 0.5) / (extent - 1)
+        last = first + span * extent * (count - 1) / (count * (extent - 1))
+        return first, last
+
+    y1, y2 = convert(box[0], box[2], image_height, crop_height)
+    x1, x2 = convert(box[1], box[3], image_width, crop_width)
+    return [y1, x1, y2, x2]
+
+
+@pytest.mark.parametrize("size", [(20, 30), (64, 80), (7, 7)])
+def test_crop_and_resize_of_whole_image_matches_resize(size):
+    images = random_images(2, 37, 53)
+
+    crops = localization.crop_and_resize(images, [[0.0, 0.0, 1.0, 1.0]] * 2, size)
+
+    np.testing.assert_allclose(crops, tf.image.resize(images, size, "bilinear"), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(20, 30), (64, 80), (5, 9)])
+def test_crop_and_resize_matches_tf_crop_and_resize(size):
+    images = random_images(3, 37, 53)
+    boxes = np.array(
+        [[0.1, 0.2, 0.7, 0.9], [0.3, 0.8, 0.9, 0.1], [0.45, 0.3, 0.55, 0.6]], np.float32
+    )
+    tf_boxes = np.array([tf_crop_box(box, 37, 53, *size) for box in boxes], np.float32)
+
+    crops = localization.crop_and_resize(images, boxes, size)
+    expected = tf.image.crop_and_resize(images, tf_boxes, [0, 1, 2], size)
+
+    np.testing.assert_allclose(crops, expected, atol=1e-4)
+
+
+def test_crop_and_resize_reads_box_indices():
+    images = random_images(2, 20, 20)
+    boxes = [[0.1, 0.1, 0.6, 0.9]] * 3
+
+    crops = localization.crop_and_resize(images, boxes, 8, box_indices=[1, 0, 1])
+
+    np.testing.assert_array_equal(crops[0], crops[2])
+    np.testing.assert_allclose(crops[1], localization.crop_and_resize(images[:1], boxes[:1], 8)[0])
+    np.testing.assert_allclose(crops[0], localization.crop_and_resize(images[1:], boxes[:1], 8)[0])
+
+
+def test_crop_and_resize_mirrors_reversed_box():
+    images = random_images(1, 24, 24)
+
+    crops = localization.crop_and_resize(images, [[0.2, 0.25, 0.8, 0.75]], 10)
+    mirrored = localization.crop_and_resize(images, [[0.2, 0.75, 0.8, 0.25]], 10)
+
+    np.testing.assert_allclose(mirrored, crops[:, :, ::-1, :], atol=1e-6)
+
+
+def test_crop_and_resize_copies_pixel_aligned_crop():
+    images = random_images(1, 20, 30)
+
+    crops = localization.crop_and_resize(images, [[0.25, 0.2, 0.75, 0.6]], (10, 12))
+
+    np.testing.assert_allclose(crops[0], images[0, 5:15, 6:18], atol=1e-5)
