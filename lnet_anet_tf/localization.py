@@ -74,6 +74,7 @@ def window_grid(
                     windows.add((y0, x0, y0 + height, x0 + width))
 
     corners = np.array(sorted(windows), dtype=np.int32).reshape(-1, 4)
+    corners.setflags(write=False)  # The cache hands the same array to every caller.
     return lattice_height, lattice_width, corners
 
 
@@ -292,7 +293,10 @@ def crop_and_resize(
     """
     images = tf.convert_to_tensor(images, tf.float32)
     boxes = tf.convert_to_tensor(boxes, tf.float32)
-    size_y, size_x = (size, size) if isinstance(size, int) else tuple(size)
+    if np.ndim(size) == 0:
+        size_y = size_x = int(size)
+    else:
+        size_y, size_x = (int(side) for side in size)
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
     channels = images.shape[3] if images.shape[3] is not None else shape[3]

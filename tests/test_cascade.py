@@ -357,6 +357,8 @@ def test_cascade_converts_to_tflite_builtins(cascade):
 @pytest.mark.slow
 def test_real_models_run_in_cascade():
     models = pytest.importorskip("lnet_anet_tf.models")
+    if not hasattr(models, "build_lnet"):
+        pytest.skip("lnet_anet_tf.models has no model builders in this checkout.")
     config = get_config("demo")
     keras.utils.set_random_seed(0)
     anet = models.build_anet(config.anet, num_outputs=10)
