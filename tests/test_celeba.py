@@ -33,6 +33,15 @@ def anno(root, name):
     return os.path.join(root, "Anno", name)
 
 
+def _write_attributes_only(root, annotations):
+    os.makedirs(root)
+    text = data_helpers.release_texts(annotations)["list_attr_celeba.txt"]
+    path = os.path.join(root, "list_attr_celeba.txt")
+    with open(path, "w") as file:
+        file.write(text)
+    return path
+
+
 def assert_matches(table, annotations):
     """Assert that every part of `table` equals what `annotations` wrote."""
     assert table.image_names.tolist() == annotations.names
@@ -142,6 +151,22 @@ def test_partition_file_found_in_anno(release_dir, annotations):
     table = celeba.load_celeba(release_dir)
 
     np.testing.assert_array_equal(table.partitions, annotations.partitions)
+
+
+def test_rows_in_other_order_are_matched(release_dir, annotations):
+    # Reverse the rows of the identity file and the box file (keeping both headers).
+    data_helpers.edit_lines(
+        anno(release_dir, "identity_CelebA.txt"),
+        lambda lines: [line for line in lines if line][::-1],
+    )
+    data_helpers.edit_lines(
+        anno(release_dir, "list_bbox_celeba.txt"),
+        lambda lines: lines[:2] + [line for line in lines[2:] if line][::-1],
+    )
+
+    table = celeba.load_celeba(release_dir)
+
+    assert_matches(table, annotations)
 
 
 def test_missing_box_file_says_why(release_dir):
@@ -498,6 +523,15 @@ def test_missing_png_image_named(tmp_path, annotations):
         celeba.load_celeba(root)
 
 
+def test_attribute_file_without_rows_raises(tmp_path, annotations):
+    root = str(tmp_path / "celeba")
+    path = _write_attributes_only(root, annotations)
+    data_helpers.edit_lines(path, lambda lines: ["0", lines[1]])
+
+    with pytest.raises(celeba.CelebAFormatError, match="the file lists 0 rows"):
+        celeba.load_celeba(root)
+
+
 def test_empty_attribute_file_raises(release_dir):
     data_helpers.edit_lines(anno(release_dir, "list_attr_celeba.txt"), lambda lines: lines[:1])
 
@@ -628,15 +662,6 @@ def test_fast_parser_handles_release_rows(annotations):
     assert line_numbers.tolist() == list(range(3, 3 + NUM_IMAGES))
 
 
-def _write_attributes_only(root, annotations):
-    os.makedirs(root)
-    text = data_helpers.release_texts(annotations)["list_attr_celeba.txt"]
-    path = os.path.join(root, "list_attr_celeba.txt")
-    with open(path, "w") as file:
-        file.write(text)
-    return path
-
-
 def test_bad_rows_in_large_file_skipped(tmp_path):
     # Enough rows for several parsing blocks, with bad rows in the first and third.
     annotations = data_helpers.make_annotations(5000)
@@ -680,8 +705,9 @@ _TOKENS = st.one_of(
     st.sampled_from(["-", "+", "1-1", "--1", "+7", "1.0", "x", "0x1", "\u0663", "-0", "007"]),
 )
 _ROW = st.tuples(
-    st.sampled_from(["a.jpg", "b.jpg"]),
-    st.lists(_TOKENS, min_size=1, max_size=4),
+    st.sampled_from(["", " ", "\t"]),
+    st.sampled_from(["a.jpg", "b.jpg", "c\xa0d.jpg"]),
+    st.lists(_TOKENS, min_size=0, max_size=4),
     st.sampled_from([" ", "  ", "\t", " \t "]),
     st.sampled_from(["", "\r", "  "]),
 )
@@ -690,7 +716,7 @@ _ROW = st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(rows=st.lists(_ROW, min_size=1, max_size=5), num_values=st.integers(1, 3))
 def test_fast_parser_agrees_with_slow(rows, num_values):
-    lines = [sep.join([name] + tokens) + end for name, tokens, sep, end in rows]
+    lines = [start + sep.join([name] + tokens) + end for start, name, tokens, sep, end in rows]
     indices = list(range(len(lines)))
 
     fast = celeba._parse_rows_quickly(lines, indices, num_values)
@@ -793,3 +819,38 @@ def test_validate_missing_folder_fails(tmp_path):
 
     assert result.returncode == 1
     assert "does not exist" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Round trip: the synthetic dataset generator writes, the reader reads.
+
+
+def test_synthetic_dataset_round_trip(tmp_path):
+    from lnet_anet_tf.data.synthetic import render
+    from lnet_anet_tf.data.synthetic import writer
+
+    size_range = (96, 96)
+    root = writer.generate_celeba(
+        str(tmp_path / "synthetic"),
+        num_identities=3,
+        images_per_identity=2,
+        seed=7,
+        num_workers=1,
+        image_size_range=size_range,
+    )
+
+    table = celeba.load_celeba(root)
+
+    plan = writer.plan_images(3, 2, 7)
+    assert table.missing_parts == {}
+    assert table.problems == []
+    assert table.image_names.tolist() == [name for name, _, _, _ in plan]
+    assert table.identities.tolist() == [identity for _, identity, _, _ in plan]
+    assert table.partitions.tolist() == [partition for _, _, _, partition in plan]
+    for row, (name, identity, image, _) in enumerate(plan):
+        example = render.render_example(7, identity, image, size_range)
+        np.testing.assert_array_equal(table.attributes[row], example.labels == 1)
+        assert tuple(table.boxes[row]) == tuple(example.box)
+        np.testing.assert_array_equal(table.wild_landmarks[row], example.wild_landmarks)
+        np.testing.assert_array_equal(table.aligned_landmarks[row], example.aligned_landmarks)
+        assert table.wild_paths[row] == os.path.join(root, "Img", "img_celeba", name)

