@@ -526,7 +526,7 @@ def _read_csv(path: str, columns: tuple, problems: _ProblemLog) -> _Rows:
     """Read a file of the CSV copy: a header `image_id,<columns>`, then one row per image.
 
     Fields are separated by commas, with optional whitespace around them. No field
-    may be empty and none may be quoted.
+    may be empty. Quotes are not removed, so a quoted value is not an integer.
     """
     text = _read_text(path)
     lines = text.split("\n")
