@@ -56,17 +56,22 @@ def window_to_image(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     """Map normalized boxes in letterboxed coordinates to normalized image coordinates.
 
     `boxes` is [..., 4] as [ymin, xmin, ymax, xmax]; `window` is `letterbox`'s content
-    window. The result is clipped to [0, 1].
+    window [4], or one window per box [..., 4] when images were letterboxed one by
+    one. The result is clipped to [0, 1].
     """
-    origin = tf.stack([window[0], window[1], window[0], window[1]])
-    extent = tf.stack(
-        [window[2] - window[0], window[3] - window[1]] * 2
-    )
+    origin, extent = _window_origin_and_extent(window)
     return tf.clip_by_value((boxes - origin) / extent, 0.0, 1.0)
 
 
 def image_to_window(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     """Inverse of `window_to_image`: image-normalized boxes to letterboxed coordinates."""
-    origin = tf.stack([window[0], window[1], window[0], window[1]])
-    extent = tf.stack([window[2] - window[0], window[3] - window[1]] * 2)
+    origin, extent = _window_origin_and_extent(window)
     return boxes * extent + origin
+
+
+def _window_origin_and_extent(window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    window = tf.convert_to_tensor(window, tf.float32)
+    top, left, bottom, right = tf.unstack(window, axis=-1)
+    origin = tf.stack([top, left, top, left], axis=-1)
+    extent = tf.stack([bottom - top, right - left, bottom - top, right - left], axis=-1)
+    return origin, extent

@@ -1,0 +1,81 @@
+"""Attribute and localization metrics, in NumPy, on whole evaluation splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lnet_anet_tf import attributes
+from lnet_anet_tf import localization
+
+# Bin edges of the IoU histogram in the evaluation report.
+IOU_BIN_EDGES = np.linspace(0.0, 1.0, 11)
+
+
+def attribute_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
+    """Per-attribute accuracy and balanced accuracy, and their means over attributes.
+
+    `probabilities` and `labels` are [N, 40]; labels are 0/1. Balanced accuracy is
+    the mean of the true positive rate and the true negative rate. When a split
+    has no positive (or no negative) example of an attribute, that rate is
+    undefined and balanced accuracy falls back to the rate that is defined.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if probabilities.shape != labels.shape or probabilities.ndim != 2:
+        raise ValueError(
+            f"probabilities {probabilities.shape} and labels {labels.shape} must both "
+            f"be [examples, attributes]."
+        )
+    predictions = probabilities >= threshold
+
+    accuracy = (predictions == labels).mean(axis=0)
+    positives = labels.sum(axis=0)
+    negatives = (~labels).sum(axis=0)
+    true_positive_rate = _safe_divide((predictions & labels).sum(axis=0), positives)
+    true_negative_rate = _safe_divide((~predictions & ~labels).sum(axis=0), negatives)
+    balanced = np.nanmean(np.stack([true_positive_rate, true_negative_rate]), axis=0)
+
+    names = attributes.ATTRIBUTE_NAMES if labels.shape[1] == attributes.NUM_ATTRIBUTES else None
+    per_attribute = {}
+    for index in range(labels.shape[1]):
+        name = names[index] if names else str(index)
+        per_attribute[name] = {
+            "accuracy": float(accuracy[index]),
+            "balanced_accuracy": float(balanced[index]),
+            "positive_rate": float(positives[index] / len(labels)),
+        }
+    return {
+        "num_examples": int(len(labels)),
+        "mean_accuracy": float(accuracy.mean()),
+        "mean_balanced_accuracy": float(np.nanmean(balanced)),
+        "per_attribute": per_attribute,
+    }
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    result = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=result, where=denominator > 0)
+    return result
+
+
+def localization_metrics(predicted: np.ndarray, ground_truth: np.ndarray, threshold: float = 0.5) -> dict:
+    """Recall at IoU >= `threshold`, mean IoU and the IoU histogram of [N, 4] boxes.
+
+    Both box sets are normalized [ymin, xmin, ymax, xmax] in the same images.
+    Every image has exactly one predicted and one true face box, so recall here
+    is the fraction of images whose predicted box overlaps the true box enough.
+    """
+    overlaps = localization.iou(
+        np.asarray(predicted, np.float32), np.asarray(ground_truth, np.float32)
+    ).numpy()
+    counts, _ = np.histogram(overlaps, bins=IOU_BIN_EDGES)
+    return {
+        "num_examples": int(len(overlaps)),
+        "iou_threshold": threshold,
+        "recall": float((overlaps >= threshold).mean()) if len(overlaps) else float("nan"),
+        "mean_iou": float(overlaps.mean()) if len(overlaps) else float("nan"),
+        "iou_histogram": {
+            "bin_edges": [float(edge) for edge in IOU_BIN_EDGES],
+            "counts": [int(count) for count in counts],
+        },
+    }

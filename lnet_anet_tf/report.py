@@ -1,0 +1,99 @@
+"""Render the evaluation results as a Markdown report, one row per attribute."""
+
+from __future__ import annotations
+
+from lnet_anet_tf import attributes
+from lnet_anet_tf import published
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.2f}"
+
+
+def render(document: dict) -> str:
+    """Return the report for `evaluate.write_results`' document."""
+    is_celeba = document["dataset"] == "celeba"
+    label = "CelebA" if is_celeba else "synthetic (the embedded generated dataset, not CelebA)"
+    attribute_results = document["attributes"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"- Dataset: {label}",
+        f"- Preset: {document['preset']}",
+        f"- Test images: {document['num_test_images']}",
+        f"- Cascade time per image (batch 1, this machine): {document['seconds_per_image'] * 1000:.1f} ms",
+        "",
+        "## Summary",
+        "",
+        "| measure | cascade | majority | pixels + logistic regression | centre box |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    baselines = document.get("baselines", {})
+    majority = baselines.get("majority", {})
+    pixels = baselines.get("pixel_logistic_regression", {})
+    centre = baselines.get("centre_box", {})
+    lines.append(
+        f"| mean accuracy (%) | {_percent(attribute_results['mean_accuracy'])} | "
+        f"{_percent(majority.get('mean_accuracy'))} | {_percent(pixels.get('mean_accuracy'))} | |"
+    )
+    lines.append(
+        f"| mean balanced accuracy (%) | {_percent(attribute_results['mean_balanced_accuracy'])} | "
+        f"{_percent(majority.get('mean_balanced_accuracy'))} | "
+        f"{_percent(pixels.get('mean_balanced_accuracy'))} | |"
+    )
+    localization = document.get("localization", {})
+    for net in ("lnet_o", "lnet_s"):
+        if net in localization:
+            lines.append(
+                f"| {net} recall at IoU >= 0.5 (%) | {_percent(localization[net]['recall'])} "
+                f"| | | {_percent(centre.get('recall'))} |"
+            )
+    if "unavailable" in localization:
+        lines += ["", f"Localization was not evaluated: {localization['unavailable']}."]
+    if is_celeba:
+        lines += [
+            "",
+            f"Published mean accuracy of LNets+ANet on CelebA: {published.CELEBA_MEAN_ACCURACY}% "
+            "(Liu et al., ICCV 2015, Table 1).",
+        ]
+
+    lines += _attribute_table(attribute_results, is_celeba)
+    lines += _histogram_table(localization)
+    return "\n".join(lines) + "\n"
+
+
+def _attribute_table(attribute_results: dict, is_celeba: bool) -> list:
+    header = "| attribute | positive rate (%) | accuracy (%) | balanced accuracy (%) |"
+    rule = "| --- | --- | --- | --- |"
+    if is_celeba:
+        header += " published accuracy (%) |"
+        rule += " --- |"
+    lines = ["", "## Per attribute", "", header, rule]
+    for name in attributes.ATTRIBUTE_NAMES:
+        entry = attribute_results["per_attribute"][name]
+        row = (
+            f"| {name} | {_percent(entry['positive_rate'])} | {_percent(entry['accuracy'])} "
+            f"| {_percent(entry['balanced_accuracy'])} |"
+        )
+        if is_celeba:
+            row += f" {published.CELEBA_ACCURACY[name]} |"
+        lines.append(row)
+    return lines
+
+
+def _histogram_table(localization: dict) -> list:
+    nets = [net for net in ("lnet_o", "lnet_s") if net in localization]
+    if not nets:
+        return []
+    edges = localization[nets[0]]["iou_histogram"]["bin_edges"]
+    lines = [
+        "",
+        "## IoU histogram (images per bin)",
+        "",
+        "| IoU | " + " | ".join(nets) + " |",
+        "| --- | " + " | ".join("---" for _ in nets) + " |",
+    ]
+    for index in range(len(edges) - 1):
+        counts = [str(localization[net]["iou_histogram"]["counts"][index]) for net in nets]
+        lines.append(f"| {edges[index]:.1f}-{edges[index + 1]:.1f} | " + " | ".join(counts) + " |")
+    return lines

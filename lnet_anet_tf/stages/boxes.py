@@ -1,0 +1,101 @@
+"""Boxes that one localization net predicts over the dataset, as the next stage's inputs.
+
+LNet_o's head boxes decide LNet_s's training crops, and LNet_s's face boxes decide
+ANet's. Both are computed with the ops the cascade uses at prediction time
+(`localization.response_map`, `locate`, `expand_box`, `box_to_parent`), on every
+row of the table, and cached as `.npz` files in the consuming stage's directory.
+No ground-truth box is read here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lnet_anet_tf import localization
+from lnet_anet_tf import preprocessing
+from lnet_anet_tf.config import LocalizationConfig
+from lnet_anet_tf.data import pipeline
+from lnet_anet_tf.data.table import CelebATable
+from lnet_anet_tf.stages.context import save_arrays_atomic
+
+BATCH_SIZE = 64
+
+
+def _locate_fn(model, config: LocalizationConfig):
+    @tf.function
+    def locate(images):
+        response = localization.response_map(model(images, training=False)["feature_map"])
+        return localization.locate(response, config)
+
+    return locate
+
+
+def predict_head_boxes(lnet_o, table: CelebATable, config: LocalizationConfig, on_bad_example: str) -> dict:
+    """Return LNet_o's head boxes for every row: "boxes" [N, 4], "scores" [N], "valid" [N].
+
+    Rows whose image was skipped as invalid have valid = False.
+    """
+    dataset = pipeline.whole_image_dataset(
+        table, lnet_o.input_shape[1], BATCH_SIZE, training=False, with_index=True,
+        on_bad_example=on_bad_example,
+    )
+    locate = _locate_fn(lnet_o, config)
+    outputs = _empty(len(table))
+    for features, _ in dataset:
+        boxes, scores = locate(features["image"])
+        boxes = preprocessing.window_to_image(boxes, features["window"])
+        _store(outputs, features["index"].numpy(), boxes.numpy(), scores.numpy())
+    return outputs
+
+
+def predict_face_boxes(lnet_s, paths, crop_boxes: np.ndarray, config: LocalizationConfig, on_bad_example: str) -> dict:
+    """Return LNet_s's face boxes in image coordinates for crops of `crop_boxes`.
+
+    `crop_boxes` are the enlarged head boxes that LNet_s reads; same outputs as
+    `predict_head_boxes`.
+    """
+    dataset = pipeline.crop_dataset(
+        paths, crop_boxes, np.zeros(len(paths), np.int32), lnet_s.input_shape[1], BATCH_SIZE,
+        training=False, with_index=True, on_bad_example=on_bad_example,
+    )
+    locate = _locate_fn(lnet_s, config)
+    outputs = _empty(len(paths))
+    for features, _ in dataset:
+        index = features["index"].numpy()
+        boxes_in_crop, scores = locate(features["image"])
+        boxes = localization.box_to_parent(boxes_in_crop, crop_boxes[index])
+        _store(outputs, index, boxes.numpy(), scores.numpy())
+    return outputs
+
+
+def _empty(size: int) -> dict:
+    return {
+        "boxes": np.zeros([size, 4], np.float32),
+        "scores": np.zeros([size], np.float32),
+        "valid": np.zeros([size], bool),
+    }
+
+
+def _store(outputs: dict, index, boxes, scores) -> None:
+    outputs["boxes"][index] = boxes
+    outputs["scores"][index] = scores
+    outputs["valid"][index] = True
+
+
+def cached(path: str, compute) -> dict:
+    """Load the arrays at `path`, or compute them with `compute()` and save them."""
+    if os.path.exists(path):
+        with np.load(path) as arrays:
+            logging.info("Loaded cached boxes from %s.", path)
+            return {name: arrays[name] for name in arrays.files}
+    outputs = compute()
+    save_arrays_atomic(path, **outputs)
+    logging.info(
+        "Saved %d boxes (%d images skipped as invalid) to %s.",
+        int(outputs["valid"].sum()), int((~outputs["valid"]).sum()), path,
+    )
+    return outputs

@@ -1,0 +1,232 @@
+"""Fine-tuning with the 40 attribute tags: LNet_o, then LNet_s, then ANet.
+
+Each net's inputs come from the previous net's boxes, never from annotated ones:
+LNet_o reads whole images; LNet_s reads LNet_o's head boxes, enlarged; ANet reads
+the patches of LNet_s's face boxes, enlarged.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import logging
+
+from lnet_anet_tf import attributes
+from lnet_anet_tf import localization
+from lnet_anet_tf import patches
+from lnet_anet_tf.data import pipeline
+from lnet_anet_tf.models import build_anet, build_lnet, copy_trunk_weights
+from lnet_anet_tf.stages import boxes as boxes_lib
+from lnet_anet_tf.stages import fitting
+from lnet_anet_tf.stages import pretraining
+from lnet_anet_tf.stages.context import RunContext
+
+FINETUNE_LNET_O = "finetune_lnet_o"
+FINETUNE_LNET_S = "finetune_lnet_s"
+FINETUNE_ANET = "finetune_anet"
+ATTRIBUTE_HEAD = "attributes"
+NUM_ATTRIBUTES = attributes.NUM_ATTRIBUTES
+
+
+def build_attribute_lnet(context: RunContext, which: str):
+    config = context.config.lnet_o if which == "lnet_o" else context.config.lnet_s
+    return build_lnet(config, NUM_ATTRIBUTES, ATTRIBUTE_HEAD, name=which)
+
+
+def build_attribute_anet(context: RunContext):
+    return build_anet(context.config.anet, NUM_ATTRIBUTES, ATTRIBUTE_HEAD, name="anet")
+
+
+def load_finetuned(context: RunContext, which: str):
+    """Build LNet_o, LNet_s or ANet with its attribute head and load its final weights."""
+    model = build_attribute_anet(context) if which == "anet" else build_attribute_lnet(context, which)
+    model.load_weights(context.require_weights(f"finetune_{which}", "the next stage"))
+    return model
+
+
+def _initialize_from(model, source, description: str) -> None:
+    copied, kept = copy_trunk_weights(source, model)
+    logging.info(
+        "%s: copied %d trunk layers from %s; %d layers keep their initialisation (%s).",
+        model.name, len(copied), description, len(kept), ", ".join(kept) or "none",
+    )
+
+
+def finetune_lnet_o(context: RunContext):
+    """Fine-tune LNet_o on whole in-the-wild images, starting from the object-class trunk."""
+    pretrained = None
+    if os.path.exists(context.weights_path(pretraining.PRETRAIN_LNET)):
+        num_classes, _ = pretraining.count_object_classes(context)
+        pretrained = build_lnet(context.config.lnet_o, num_classes, pretraining.OBJECT_HEAD, name="lnet")
+        pretrained.load_weights(context.weights_path(pretraining.PRETRAIN_LNET))
+    else:
+        logging.warning("No pre-trained LNet in %s: LNet_o starts from scratch.", context.model_dir)
+
+    def build():
+        model = build_attribute_lnet(context, "lnet_o")
+        if pretrained is not None:
+            _initialize_from(model, pretrained, "the object-class LNet")
+        return model
+
+    train = context.table.partition("train")
+    validation = context.table.partition("validation")
+    size = context.config.lnet_o.input_size
+    options = dict(seed=context.config.seed, on_bad_example=context.on_bad_example)
+    return fitting.fit_stage(
+        context,
+        FINETUNE_LNET_O,
+        build_model=build,
+        loss_fn=fitting.sigmoid_loss,
+        metrics_fn=fitting.attribute_metrics,
+        train_dataset=lambda batch_size, epoch, input_context: pipeline.whole_image_dataset(
+            train, size, batch_size, training=True, epoch=epoch, augment=True,
+            input_context=input_context, **options,
+        ),
+        num_examples=len(train),
+        validation_dataset=_optional(validation, lambda batch_size, input_context: pipeline.whole_image_dataset(
+            validation, size, batch_size, training=False, input_context=input_context, **options,
+        )),
+    )
+
+
+def _optional(table, dataset_fn):
+    return dataset_fn if len(table) else None
+
+
+def head_boxes(context: RunContext) -> dict:
+    """LNet_o's head boxes for every row of the table (cached in LNet_s's stage)."""
+    path = os.path.join(context.stage_dir(FINETUNE_LNET_S), "lnet_o_boxes.npz")
+
+    def compute():
+        lnet_o = load_finetuned(context, "lnet_o")
+        return boxes_lib.predict_head_boxes(
+            lnet_o, context.table, context.config.localization, context.on_bad_example
+        )
+
+    return boxes_lib.cached(path, compute)
+
+
+def head_crop_boxes(context: RunContext, head: dict) -> np.ndarray:
+    return localization.expand_box(head["boxes"], context.config.localization.lnet_o_context).numpy()
+
+
+def finetune_lnet_s(context: RunContext):
+    """Fine-tune LNet_s on LNet_o's enlarged head boxes, starting from LNet_o's weights."""
+    head = head_boxes(context)
+    crop_boxes = head_crop_boxes(context, head)
+    lnet_o = load_finetuned(context, "lnet_o")
+
+    def build():
+        model = build_attribute_lnet(context, "lnet_s")
+        _initialize_from(model, lnet_o, "LNet_o")
+        return model
+
+    return _fit_on_crops(
+        context, FINETUNE_LNET_S, build, crop_boxes, head["valid"], context.config.lnet_s.input_size
+    )
+
+
+def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, repeat: int = 1, extra=None):
+    """Train an attribute net on crops of `crop_boxes` ([N * repeat, 4], row-major by table row)."""
+    table = context.table
+    paths = np.repeat(table.require("wild_paths", stage_name), repeat)
+    labels = np.repeat(table.attributes.astype(np.float32), repeat, axis=0)
+    valid = np.repeat(valid, repeat)
+    partitions = np.repeat(table.require("partitions", stage_name), repeat)
+
+    def rows(partition_code):
+        return np.flatnonzero(valid & (partitions == partition_code))
+
+    train_rows, validation_rows = rows(0), rows(1)
+    train_paths, train_boxes, train_labels = paths[train_rows], crop_boxes[train_rows], labels[train_rows]
+    if extra is not None:
+        train_paths = np.concatenate([train_paths, extra["paths"]])
+        train_boxes = np.concatenate([train_boxes, extra["boxes"]])
+        train_labels = np.concatenate([train_labels, extra["labels"]])
+    options = dict(seed=context.config.seed, on_bad_example=context.on_bad_example)
+
+    def train_dataset(batch_size, epoch, input_context):
+        return pipeline.crop_dataset(
+            train_paths, train_boxes, train_labels, size, batch_size, training=True,
+            epoch=epoch, augment=True, input_context=input_context, **options,
+        )
+
+    def validation_dataset(batch_size, input_context):
+        return pipeline.crop_dataset(
+            paths[validation_rows], crop_boxes[validation_rows], labels[validation_rows], size,
+            batch_size, training=False, input_context=input_context, **options,
+        )
+
+    return fitting.fit_stage(
+        context,
+        stage_name,
+        build_model=build,
+        loss_fn=fitting.sigmoid_loss,
+        metrics_fn=fitting.attribute_metrics,
+        train_dataset=train_dataset,
+        num_examples=len(train_paths),
+        validation_dataset=validation_dataset if len(validation_rows) else None,
+    )
+
+
+def face_boxes(context: RunContext) -> dict:
+    """LNet_s's face boxes for every row of the table (cached in ANet's stage)."""
+    path = os.path.join(context.stage_dir(FINETUNE_ANET), "lnet_s_boxes.npz")
+
+    def compute():
+        head = head_boxes(context)
+        lnet_s = load_finetuned(context, "lnet_s")
+        outputs = boxes_lib.predict_face_boxes(
+            lnet_s, context.table.wild_paths, head_crop_boxes(context, head),
+            context.config.localization, context.on_bad_example,
+        )
+        outputs["valid"] &= head["valid"]
+        return outputs
+
+    return boxes_lib.cached(path, compute)
+
+
+def patch_boxes(context: RunContext, faces: dict) -> np.ndarray:
+    """Return [N * NUM_PATCHES, 4] patch boxes in image coordinates, image-major."""
+    face_crops = localization.expand_box(faces["boxes"], context.config.localization.lnet_s_context)
+    return patches.patch_boxes_in_images(face_crops).numpy()
+
+
+def aligned_patch_examples(context: RunContext) -> dict:
+    """Patches of the aligned training faces, for `--add_aligned`."""
+    train = context.table.partition("train")
+    paths = train.require("aligned_paths", "--add_aligned")
+    face_box = np.tile(np.asarray(pipeline.ALIGNED_FACE_BOX, np.float32), (len(train), 1))
+    return {
+        "paths": np.repeat(paths, patches.NUM_PATCHES),
+        "boxes": patches.patch_boxes_in_images(face_box).numpy(),
+        "labels": np.repeat(train.attributes.astype(np.float32), patches.NUM_PATCHES, axis=0),
+    }
+
+
+def finetune_anet(context: RunContext):
+    """Fine-tune ANet on the patches of LNet_s's face boxes, from the identity-trained trunk."""
+    faces = face_boxes(context)
+    pretrained = None
+    if os.path.exists(context.weights_path(pretraining.PRETRAIN_ANET)):
+        train = context.table.partition("train")
+        _, _, classes = pretraining.identity_split(train)
+        pretrained = build_anet(
+            context.config.anet, int(classes.max()) + 1, pretraining.IDENTITY_HEAD, name="anet"
+        )
+        pretrained.load_weights(context.weights_path(pretraining.PRETRAIN_ANET))
+    else:
+        logging.warning("No pre-trained ANet in %s: ANet starts from scratch.", context.model_dir)
+
+    def build():
+        model = build_attribute_anet(context)
+        if pretrained is not None:
+            _initialize_from(model, pretrained, "the identity-trained ANet")
+        return model
+
+    extra = aligned_patch_examples(context) if context.add_aligned else None
+    return _fit_on_crops(
+        context, FINETUNE_ANET, build, patch_boxes(context, faces), faces["valid"],
+        context.config.anet.input_size, repeat=patches.NUM_PATCHES, extra=extra,
+    )

@@ -1,0 +1,119 @@
+"""Losses, metrics and the `loop.fit` call that every network-training stage shares."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import keras
+import tensorflow as tf
+
+from lnet_anet_tf.stages.context import RunContext
+from lnet_anet_tf.training import loop
+from lnet_anet_tf.training import strategy as strategy_lib
+
+
+def softmax_loss(labels, outputs):
+    """Per-example softmax cross-entropy over classes or identities."""
+    return keras.losses.sparse_categorical_crossentropy(labels, outputs["logits"], from_logits=True)
+
+
+def softmax_metrics(labels, outputs):
+    predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
+    return {"accuracy": tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)}
+
+
+def sigmoid_loss(labels, outputs):
+    """Per-example sigmoid cross-entropy, averaged over the 40 attributes."""
+    losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=outputs["logits"])
+    return tf.reduce_mean(losses, axis=-1)
+
+
+def attribute_metrics(labels, outputs):
+    correct = tf.equal(outputs["logits"] > 0.0, labels > 0.5)
+    return {"accuracy": tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1)}
+
+
+def batching(context: RunContext, stage_name: str, num_examples: int) -> tuple[int, int]:
+    """Return (global batch size, steps per epoch) for `num_examples` training examples.
+
+    The global batch is the stage's configured batch size, lowered to the data size
+    and rounded down to a multiple of the replica count. Each input pipeline takes
+    an equal share of the rows, so the steps per epoch count whole batches of one
+    pipeline's share.
+    """
+    strategy = context.strategy
+    replicas = strategy.num_replicas_in_sync
+    pipelines = strategy_lib.num_workers(strategy)
+    configured = context.config.stages[stage_name].batch_size
+    global_batch_size = min(configured, num_examples) // replicas * replicas
+    if global_batch_size == 0:
+        raise ValueError(
+            f"Stage {stage_name} has {num_examples} training examples, fewer than the "
+            f"{replicas} replicas in sync; use more data or fewer devices."
+        )
+    steps_per_epoch = (num_examples // pipelines) // (global_batch_size // pipelines)
+    return global_batch_size, max(steps_per_epoch, 1)
+
+
+def make_optimizer(context: RunContext, stage_name: str, steps_per_epoch: int):
+    """Adam with a cosine decay of the stage's learning rate over all its steps."""
+    stage = context.config.stages[stage_name]
+    total_steps = max(1, stage.epochs * steps_per_epoch)
+    warmup_steps = int(stage.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else stage.learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=stage.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+def fit_stage(
+    context: RunContext,
+    stage_name: str,
+    *,
+    build_model: Callable[[], keras.Model],
+    loss_fn: Callable,
+    metrics_fn: Callable,
+    train_dataset: Callable,
+    num_examples: int,
+    validation_dataset: Optional[Callable] = None,
+) -> tuple[keras.Model, loop.StageResult]:
+    """Build the stage's model inside the strategy's scope and train it with `loop.fit`.
+
+    `train_dataset(batch_size, epoch, input_context)` and
+    `validation_dataset(batch_size, input_context)` build the pipelines; the
+    batch size they receive is the global one.
+    """
+    global_batch_size, steps_per_epoch = batching(context, stage_name, num_examples)
+    with context.strategy.scope():
+        model = build_model()
+        optimizer = make_optimizer(context, stage_name, steps_per_epoch)
+
+    def dataset_fn(input_context, epoch):
+        return train_dataset(global_batch_size, epoch, input_context)
+
+    validation_fn = None
+    if validation_dataset is not None:
+        def validation_fn(input_context):
+            return validation_dataset(global_batch_size, input_context)
+
+    result = loop.fit(
+        stage_name=stage_name,
+        model=model,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        dataset_fn=dataset_fn,
+        global_batch_size=global_batch_size,
+        steps_per_epoch=steps_per_epoch,
+        epochs=context.config.stages[stage_name].epochs,
+        optimizer=optimizer,
+        model_dir=context.model_dir,
+        strategy=context.strategy,
+        validation_dataset_fn=validation_fn,
+        checkpoint_every_steps=context.checkpoint_every_steps,
+        jit_compile=context.jit_compile,
+        progress=context.progress,
+    )
+    return model, result

@@ -1,0 +1,212 @@
+"""The main job: every stage of LNet + ANet training, evaluation and export.
+
+    python -m lnet_anet_tf.train                      # synthetic data, demo preset
+    python -m lnet_anet_tf.train --data_dir=CELEBA    # real CelebA, paper preset
+
+Stages run in this order; `--stages` picks a subset, and a stage that finished in
+`--model_dir` is skipped when the same command runs again:
+
+1. pretrain_lnet    LNet on general object classes (softmax)
+2. pretrain_anet    ANet on face identities (softmax), aligned faces
+3. finetune_lnet_o  LNet_o on whole images, 40 attribute tags
+4. finetune_lnet_s  LNet_s on LNet_o's head boxes, starting from LNet_o
+5. finetune_anet    ANet on the patches of LNet_s's face boxes
+6. fit_svm          one linear SVM per attribute on ANet patch features
+7. evaluate         the cascade on the test partition: metrics.json, report.md
+8. export           SavedModel for TF Serving and TFLite models
+
+Box labels are read by `evaluate` only. A killed run resumes from its last
+checkpoint when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from lnet_anet_tf import config as config_lib
+from lnet_anet_tf import stages as stages_lib
+from lnet_anet_tf.training import strategy as strategy_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "data_dir", None,
+    "CelebA directory (release layout or the CSV copy). Unset: generate the embedded "
+    "synthetic dataset into --cache_dir and use it.",
+)
+flags.DEFINE_string(
+    "model_dir", None,
+    "Directory for checkpoints, logs, weights and reports. Default: runs/<preset>.",
+)
+flags.DEFINE_enum(
+    "preset", None, sorted(config_lib.PRESETS),
+    "Model and training sizes. Default: demo without --data_dir, paper with it.",
+)
+flags.DEFINE_list("stages", list(stages_lib.STAGE_NAMES), "Stages to run, comma-separated, in any subset.")
+flags.DEFINE_multi_string(
+    "config_override", [],
+    "Change one config field, as dotted.path=python_literal, e.g. "
+    "stages.finetune_anet.epochs=2. Repeat the flag for several fields.",
+)
+flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGY_NAMES), "tf.distribute strategy.")
+flags.DEFINE_bool("mixed_precision", False, "Train with the mixed_float16 Keras policy.")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_integer(
+    "checkpoint_every_steps", 0,
+    "Save a checkpoint every this many steps, besides every epoch; 0 saves per epoch only.",
+)
+flags.DEFINE_enum(
+    "on_bad_example", "error", ["error", "skip"],
+    "What to do with an invalid annotation row or image: stop with an error naming "
+    "it, or skip it and count it.",
+)
+flags.DEFINE_string(
+    "cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "lnet_anet_tf"),
+    "Where the synthetic dataset is generated once and reused.",
+)
+flags.DEFINE_string(
+    "object_data", None,
+    "Object-class data for pretrain_lnet: a folder of class subfolders, or "
+    "tfds:<name> (e.g. tfds:imagenet2012 prepared in --tfds_data_dir). Default: the "
+    "synthetic object classes generated with the synthetic dataset.",
+)
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory for tfds: object data.")
+flags.DEFINE_bool("add_aligned", False, "Also fine-tune ANet on the aligned training images.")
+flags.DEFINE_string("export_dir", None, "Where the export stage writes. Default: <model_dir>/export.")
+flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"], "Progress bars: auto shows them on a terminal.")
+flags.DEFINE_integer("seed", 0, "Seed of every random choice, so reruns are identical on the CPU.")
+flags.DEFINE_bool(
+    "deterministic", True,
+    "Use deterministic TensorFlow ops (needed for exact resume after a kill; slower on GPUs).",
+)
+
+RUN_INFO_FILENAME = "run_info.json"
+
+
+def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config:
+    config = config_lib.get_config(preset)
+    for assignment in overrides:
+        config = config_lib.override(config, assignment)
+    return config_lib.override(config, f"seed={seed}")
+
+
+def prepare_model_dir(model_dir: str, config: config_lib.Config, run_info: dict) -> None:
+    """Save the resolved config and data location; refuse to mix two configs in one directory."""
+    from lnet_anet_tf import trained
+    from lnet_anet_tf.training import checkpointing
+
+    os.makedirs(model_dir, exist_ok=True)
+    config_path = os.path.join(model_dir, trained.CONFIG_FILENAME)
+    resolved = config_lib.to_dict(config)
+    if os.path.exists(config_path):
+        saved = config_lib.to_dict(trained.load_config(model_dir))
+        if saved != resolved:
+            changed = sorted(key for key in resolved if resolved[key] != saved.get(key))
+            raise ValueError(
+                f"{model_dir} holds a run with a different config (differs in: "
+                f"{', '.join(changed)}). Use a new --model_dir, or the same flags as "
+                f"that run (its config is {config_path})."
+            )
+    checkpointing.write_text_atomic(config_path, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+    checkpointing.write_text_atomic(
+        os.path.join(model_dir, RUN_INFO_FILENAME), json.dumps(run_info, indent=2, sort_keys=True) + "\n"
+    )
+
+
+def load_data(config: config_lib.Config) -> tuple:
+    """Return (table, object source, dataset kind, data_dir) for the flags given."""
+    from lnet_anet_tf.data import celeba
+
+    if FLAGS.data_dir:
+        data_dir, kind = FLAGS.data_dir, "celeba"
+        object_source = FLAGS.object_data
+        if object_source is None and "pretrain_lnet" in FLAGS.stages:
+            raise app.UsageError(
+                "--data_dir needs --object_data for pretrain_lnet: a folder of class "
+                "subfolders or tfds:imagenet2012. Or leave pretrain_lnet out of --stages."
+            )
+    else:
+        from lnet_anet_tf.data import synthetic
+
+        data_dir, objects_dir = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
+        kind = "synthetic"
+        object_source = FLAGS.object_data or objects_dir
+
+    table = celeba.load_celeba(data_dir, on_bad_example=FLAGS.on_bad_example)
+    logging.info("Loaded %d images from %s (%s).", len(table), data_dir, kind)
+    for part, reason in table.missing_parts.items():
+        logging.warning("Missing %s: %s", part, reason)
+    return table, object_source or "", kind, data_dir
+
+
+def run_stages(context, stage_names: list) -> dict:
+    """Run the requested stages in the job's order; return each stage's summary."""
+    from lnet_anet_tf.stages import runner
+
+    summaries = {}
+    for name in stages_lib.STAGE_NAMES:
+        if name not in stage_names:
+            continue
+        start = time.perf_counter()
+        summaries[name] = runner.run_stage(context, name)
+        logging.info("Stage %s: %s (%.1f s).", name, summaries[name].get("status", "done"),
+                     time.perf_counter() - start)
+    return summaries
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+    unknown = [name for name in FLAGS.stages if name not in stages_lib.STAGE_NAMES]
+    if unknown:
+        raise app.UsageError(
+            f"Unknown stage(s) {', '.join(unknown)}; choose from {', '.join(stages_lib.STAGE_NAMES)}."
+        )
+
+    preset = FLAGS.preset or ("paper" if FLAGS.data_dir else "demo")
+    config = resolve_config(preset, FLAGS.config_override, FLAGS.seed)
+    model_dir = os.path.abspath(FLAGS.model_dir or os.path.join("runs", preset))
+
+    # Devices, precision and determinism must be set before any model exists.
+    strategy = strategy_lib.make_strategy(FLAGS.strategy)
+    strategy_lib.configure_precision(FLAGS.mixed_precision)
+    if FLAGS.deterministic:
+        strategy_lib.enable_determinism(FLAGS.seed)
+    logging.info("Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync)
+
+    table, object_source, kind, data_dir = load_data(config)
+    prepare_model_dir(model_dir, config, {"data_dir": os.path.abspath(data_dir), "dataset_kind": kind})
+
+    from lnet_anet_tf.stages.context import RunContext
+
+    context = RunContext(
+        config=config,
+        table=table,
+        object_source=object_source,
+        model_dir=model_dir,
+        strategy=strategy,
+        tfds_data_dir=FLAGS.tfds_data_dir,
+        jit_compile=FLAGS.jit_compile,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps or None,
+        progress={"auto": None, "on": True, "off": False}[FLAGS.progress],
+        on_bad_example=FLAGS.on_bad_example,
+        add_aligned=FLAGS.add_aligned,
+        export_dir=os.path.abspath(FLAGS.export_dir or os.path.join(model_dir, "export")),
+        dataset_kind=kind,
+    )
+    run_stages(context, FLAGS.stages)
+
+    report_path = os.path.join(model_dir, "evaluate", "report.md")
+    if "evaluate" in FLAGS.stages and os.path.exists(report_path):
+        with open(report_path, encoding="utf-8") as file:
+            print(file.read())
+
+
+if __name__ == "__main__":
+    app.run(main)
