@@ -151,10 +151,15 @@ def _demo() -> Config:
     return Config(
         preset="demo",
         lnet_o=LNetConfig(input_size=96, **small_lnet),
-        lnet_s=LNetConfig(input_size=80, **small_lnet),
+        # LNet_s at 96 px keeps its conv5 feature map at 10x10, the resolution
+        # the localization reads; at 80 px it would be 8x8.
+        lnet_s=LNetConfig(input_size=96, **small_lnet),
         anet=ANetConfig(
             input_size=48,
             conv_filters=(32, 48, 64, 64),
+            # No pooling after conv3, so the locally connected conv4 sees 8x8
+            # and outputs 6x6 positions, not 2x2.
+            pool_after=(True, True, False, False),
             feature_units=128,
         ),
         localization=LocalizationConfig(),
