@@ -220,3 +220,42 @@ def _tuples(fields: dict) -> dict:
 def save_json(config: Config, path: str) -> None:
     with open(path, "w", encoding="utf-8") as file:
         json.dump(to_dict(config), file, indent=2, sort_keys=True)
+
+
+def override(config: Config, assignment: str) -> Config:
+    """Return `config` with one field replaced, from a "dotted.path=value" string.
+
+    The value is a Python literal (`3`, `1e-3`, `(32, 64)`, `"lrn"`, `None`), for
+    example "stages.finetune_anet.epochs=2" or "lnet_o.input_size=64".
+    """
+    import ast
+
+    path, separator, text = assignment.partition("=")
+    if not separator or not path:
+        raise ValueError(f"Invalid config override {assignment!r}; expected dotted.path=value.")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(
+            f"Invalid value {text!r} in config override {assignment!r}; use a Python "
+            "literal such as 3, 1e-3, (32, 64) or 'lrn'."
+        ) from None
+    return _replace_path(config, path.split("."), value, assignment)
+
+
+def _replace_path(node: Any, keys: list, value: Any, assignment: str) -> Any:
+    key, rest = keys[0], keys[1:]
+    if isinstance(node, dict):
+        if key not in node:
+            raise ValueError(f"Unknown config key {key!r} in {assignment!r}; known: {sorted(node)}.")
+        updated = dict(node)
+        updated[key] = _replace_path(node[key], rest, value, assignment) if rest else value
+        return updated
+    if dataclasses.is_dataclass(node):
+        names = [field.name for field in dataclasses.fields(node)]
+        if key not in names:
+            raise ValueError(f"Unknown config field {key!r} in {assignment!r}; known: {names}.")
+        child = getattr(node, key)
+        new_value = _replace_path(child, rest, value, assignment) if rest else value
+        return dataclasses.replace(node, **{key: new_value})
+    raise ValueError(f"Config override {assignment!r} goes below a plain value at {key!r}.")

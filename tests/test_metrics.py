@@ -1,0 +1,109 @@
+"""Attribute and localization metrics, and the Markdown report built from them."""
+
+import numpy as np
+import pytest
+
+from lnet_anet_tf import attributes
+from lnet_anet_tf import metrics
+from lnet_anet_tf import report
+
+
+def test_balanced_accuracy_exposes_always_no():
+    labels = np.zeros([100, 2], np.int64)
+    labels[:10, 0] = 1
+    labels[:50, 1] = 1
+    always_no = np.zeros([100, 2])
+
+    result = metrics.attribute_metrics(always_no, labels)
+
+    assert result["per_attribute"]["0"]["accuracy"] == pytest.approx(0.9)
+    assert result["per_attribute"]["0"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert result["per_attribute"]["1"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert result["mean_accuracy"] == pytest.approx(0.7)
+
+
+def test_balanced_accuracy_hand_computed():
+    labels = np.array([[1], [1], [1], [0]])
+    probabilities = np.array([[0.9], [0.2], [0.6], [0.4]])
+
+    result = metrics.attribute_metrics(probabilities, labels)["per_attribute"]["0"]
+
+    # True positive rate 2/3, true negative rate 1.
+    assert result["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["accuracy"] == pytest.approx(0.75)
+    assert result["positive_rate"] == pytest.approx(0.75)
+
+
+def test_balanced_accuracy_without_positives():
+    labels = np.zeros([4, 1])
+    probabilities = np.array([[0.1], [0.7], [0.2], [0.3]])
+
+    result = metrics.attribute_metrics(probabilities, labels)["per_attribute"]["0"]
+
+    # Only the true negative rate is defined.
+    assert result["balanced_accuracy"] == pytest.approx(0.75)
+
+
+def test_attribute_metrics_names_and_shape_check():
+    labels = np.ones([3, attributes.NUM_ATTRIBUTES])
+    result = metrics.attribute_metrics(np.ones_like(labels), labels)
+    assert list(result["per_attribute"]) == list(attributes.ATTRIBUTE_NAMES)
+
+    with pytest.raises(ValueError, match="must both be"):
+        metrics.attribute_metrics(np.ones([3, 2]), np.ones([3, 3]))
+
+
+def test_localization_recall_and_histogram():
+    truth = np.array([[0.0, 0.0, 0.5, 0.5]] * 4, np.float32)
+    predicted = np.array(
+        [
+            [0.0, 0.0, 0.5, 0.5],  # IoU 1
+            [0.0, 0.0, 0.5, 0.25],  # IoU 0.5
+            [0.0, 0.0, 0.25, 0.25],  # IoU 0.25
+            [0.5, 0.5, 1.0, 1.0],  # IoU 0
+        ],
+        np.float32,
+    )
+
+    result = metrics.localization_metrics(predicted, truth)
+
+    assert result["recall"] == pytest.approx(0.5)
+    assert result["mean_iou"] == pytest.approx((1 + 0.5 + 0.25) / 4)
+    assert sum(result["iou_histogram"]["counts"]) == 4
+    assert result["iou_histogram"]["counts"][0] == 1
+    assert result["iou_histogram"]["counts"][-1] == 1
+
+
+def _document(dataset):
+    labels = np.random.default_rng(0).integers(0, 2, [20, attributes.NUM_ATTRIBUTES])
+    box = np.array([[0.1, 0.1, 0.6, 0.6]] * 20, np.float32)
+    return {
+        "dataset": dataset,
+        "preset": "demo",
+        "num_test_images": 20,
+        "seconds_per_image": 0.01,
+        "attributes": metrics.attribute_metrics(labels * 0.8 + 0.1, labels),
+        "localization": {
+            "lnet_o": metrics.localization_metrics(box, box),
+            "lnet_s": metrics.localization_metrics(box, box),
+        },
+        "baselines": {"majority": {"mean_accuracy": 0.5, "mean_balanced_accuracy": 0.5}},
+    }
+
+
+def test_report_rows_and_labels():
+    text = report.render(_document("synthetic"))
+
+    assert "synthetic" in text
+    assert "published" not in text
+    for name in attributes.ATTRIBUTE_NAMES:
+        assert f"| {name} |" in text
+    assert "| lnet_s recall at IoU >= 0.5 (%) | 100.00 |" in text
+
+
+def test_report_on_celeba_shows_published_numbers():
+    text = report.render(_document("celeba"))
+
+    assert "| Eyeglasses | " in text
+    eyeglasses_row = next(line for line in text.splitlines() if line.startswith("| Eyeglasses |"))
+    assert eyeglasses_row.rstrip().endswith("| 99 |")
