@@ -76,14 +76,14 @@ def _draw_cheekbones(draw, layout, skin) -> None:
     u = layout.unit
     for side, (ex, ey) in zip((-1, 1), layout.eyes):
         x = ex + side * 0.12 * u
-        draw.ellipse(ellipse_box(x, ey + 0.42 * u, 0.26 * u, 0.12 * u), fill=shade(skin, 1.25, 150))
+        draw.ellipse(ellipse_box(x, ey + 0.42 * u, 0.28 * u, 0.13 * u), fill=shade(skin, 1.3, 170))
         hollow = [
-            (ex + side * 0.45 * u, ey + 0.5 * u),
-            (ex + side * 0.05 * u, ey + 0.85 * u),
-            (ex - side * 0.05 * u, ey + 0.95 * u),
-            (ex + side * 0.4 * u, ey + 0.68 * u),
+            (ex + side * 0.45 * u, ey + 0.52 * u),
+            (ex + side * 0.12 * u, ey + 0.8 * u),
+            (ex + side * 0.05 * u, ey + 0.88 * u),
+            (ex + side * 0.42 * u, ey + 0.68 * u),
         ]
-        draw.polygon(hollow, fill=shade(skin, 0.6, 130))
+        draw.polygon(hollow, fill=shade(skin, 0.6, 120))
 
 
 def _draw_blush(draw, layout) -> None:

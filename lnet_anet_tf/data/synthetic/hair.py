@@ -69,31 +69,32 @@ def draw_back_hair(draw: ImageDraw.ImageDraw, layout, identity, appearance) -> N
 def _hairline(layout, identity, t: float) -> tuple:
     """Return the point of the forehead hairline at t in [-1, 1] (left to right)."""
     u = layout.unit
-    x = layout.cx + t * 0.8 * layout.half_width
     if identity.hairline == "receding":
         # Temples recede further than the middle: an M-shaped hairline.
-        y = layout.eye_y - 1.35 * u - 0.35 * u * abs(t)
+        y = layout.eye_y - 1.25 * u - 0.25 * u * abs(t)
     else:
         y = layout.eye_y - 1.02 * u + 0.2 * u * t * t
+    # Keep the hairline inside the head: 85% of the head's half-width at that height.
+    height = min(1.0, abs(y - layout.head_cy) / layout.half_height)
+    x = layout.cx + t * 0.85 * layout.half_width * math.sqrt(1.0 - height * height)
     return (x, y)
 
 
 def _draw_bald(canvas, layout, identity) -> None:
+    # A shine on the scalp, and a fringe of hair that hugs the sides of the head
+    # above and behind the ears.
     u, cx, a = layout.unit, layout.cx, layout.half_width
     canvas.draw.ellipse(
         ellipse_box(cx, layout.head_cy - 0.72 * layout.half_height, 0.45 * a, 0.14 * layout.half_height),
         fill=shade(identity.skin, 1.2, 150),
     )
+    top, bottom = layout.eye_y - 0.75 * u, layout.eye_y + 0.25 * u
     for side in (-1, 1):
-        canvas.solid.polygon(
-            [
-                (cx + side * (a + 0.08 * u), layout.eye_y - 0.6 * u),
-                (cx + side * (a - 0.14 * u), layout.eye_y - 0.5 * u),
-                (cx + side * (a - 0.12 * u), layout.eye_y + 0.2 * u),
-                (cx + side * (a + 0.1 * u), layout.eye_y + 0.3 * u),
-            ],
-            fill=identity.hair_rgb,
-        )
+        band = [p for p in layout.outline if top < p[1] < bottom and (p[0] - cx) * side > 0]
+        band.sort(key=lambda p: p[1])
+        outer = [(x + side * 0.16 * u, y) for x, y in band]
+        inner = [(x - side * 0.05 * u, y) for x, y in band]
+        canvas.solid.polygon(outer + inner[::-1], fill=identity.hair_rgb)
 
 
 def _draw_strands(draw, layout, identity, crown: tuple, ends: list) -> None:
@@ -139,7 +140,7 @@ def draw_front_hair(canvas, layout, identity, appearance) -> None:
 
     outer = _top_arc(layout, side_bottom, volume)
     hairline = curve(lambda t: _hairline(layout, identity, t), 1.0, -1.0, 11)
-    temple_y = hairline[0][1] + 0.15 * u
+    temple_y = layout.eye_y - 0.67 * u
     inner = [
         (cx + a - side_inset, side_bottom),
         (cx + a - side_inset, temple_y),
@@ -165,6 +166,6 @@ def draw_front_hair(canvas, layout, identity, appearance) -> None:
         ellipse_box(cx, layout.head_cy - 0.55 * layout.half_height, 0.55 * a, 0.35 * layout.half_height),
         200,
         330,
-        fill=shade(identity.hair_rgb, 1.35, 150),
-        width=_stroke(u, 0.08),
+        fill=shade(identity.hair_rgb, 1.3, 90),
+        width=_stroke(u, 0.06),
     )

@@ -27,9 +27,11 @@ HAIR_COLOURS = {
     "brown": (105, 66, 38),
     "blond": (226, 192, 120),
     "gray": (178, 178, 176),
-    # Red and auburn hair, which none of the four hair colour attributes covers.
+    # Red hair, which none of the four hair colour attributes covers.
     "other": (156, 62, 34),
 }
+# Shades of the "other" hair colour: red, copper and auburn.
+_OTHER_HAIR_SHADES = ((156, 62, 34), (186, 98, 50), (128, 48, 40))
 _EYE_COLOURS = ((70, 45, 30), (60, 100, 150), (70, 115, 75), (120, 88, 50), (35, 25, 20))
 _LIPSTICK_COLOURS = ((200, 20, 45), (225, 70, 125), (150, 25, 70), (185, 45, 35))
 _EYESHADOW_COLOURS = ((120, 70, 140), (95, 60, 45), (70, 95, 140), (150, 90, 110))
@@ -178,7 +180,7 @@ def _sample_hair(rng: np.random.Generator, group: int, male: bool) -> dict:
     return dict(
         hairline=hairline,
         hair_colour=colour,
-        hair_rgb=_jitter(rng, HAIR_COLOURS[colour], 14),
+        hair_rgb=_jitter(rng, _pick(rng, _OTHER_HAIR_SHADES) if colour == "other" else HAIR_COLOURS[colour], 14),
         hair_style=style,
         hair_length=length,
     )
