@@ -502,6 +502,37 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+_PARENT_SCRIPT = """
+import os, sys
+if __name__ != "__main__":
+    # Runs only if a worker process imports this script.
+    open(os.path.join(os.environ["MARKER_DIR"], "imported-%d" % os.getpid()), "w").close()
+from lnet_anet_tf.data import synthetic
+if __name__ == "__main__":
+    synthetic.generate_celeba(sys.argv[1], 3, 1, 0, num_workers=2, image_size_range=(96, 128))
+    print("main file after generation:", os.path.basename(__file__))
+"""
+
+
+def test_workers_skip_parent_main_module(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT_SCRIPT)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MARKER_DIR": str(markers)},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(markers) == []
+    assert "main file after generation: parent.py" in result.stdout
+    assert os.path.isfile(tmp_path / "out" / "Anno" / "list_attr_celeba.txt")
+
+
 # ---------------------------------------------------------------------------
 # Cache of the default datasets.
 
@@ -520,6 +551,18 @@ def test_cache_generates_once_and_reuses(tmp_path):
     assert os.path.isfile(os.path.join(celeba_dir, "Anno", "list_attr_celeba.txt"))
     assert sorted(os.listdir(objects_dir)) == sorted(objects.CLASS_NAMES[:2])
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
+
+
+def test_cache_output_reads_back(tmp_path):
+    from lnet_anet_tf.data import celeba
+
+    celeba_dir, _ = synthetic.ensure_default_dataset(str(tmp_path), _TINY, num_workers=1)
+    table = celeba.load_celeba(celeba_dir)
+
+    assert len(table) == 3
+    assert table.missing_parts == {}
+    assert table.problems == []
+    assert sorted(table.partitions.tolist()) == [0, 1, 2]
 
 
 def test_cache_separates_configs(tmp_path):

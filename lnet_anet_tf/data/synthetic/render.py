@@ -72,10 +72,10 @@ def _warp(image: Image.Image, matrix: np.ndarray, size: tuple) -> Image.Image:
     A map without rotation whose source window lies inside `image` is a plain
     resize, which filters properly when it shrinks. Other maps sample the nearest
     source pixel on a grid of twice the output resolution and average each 2 x 2
-    block: with Pillow 10 to 12, a nearest-neighbour `Image.transform` runs about
-    20 times faster than a bilinear one, and the averaging smooths its steps. Large
-    reductions first shrink the source with `Image.reduce` (a box filter) so that
-    the sampling does not alias.
+    block, which smooths the steps. In Pillow 13.0 a nearest-neighbour affine
+    `Image.transform` measured about 20 times faster than a bilinear one (RGBA,
+    256 x 256 output). Large reductions first shrink the source with `Image.reduce`
+    (a box filter) so that the sampling does not alias.
     """
     if matrix[0, 1] == 0.0 and matrix[1, 0] == 0.0:
         inverse = np.linalg.inv(matrix)

@@ -24,8 +24,9 @@ def _random_colour(rng: np.random.Generator, alpha: int | None = None) -> tuple:
 def _base(rng: np.random.Generator, size: tuple) -> Image.Image:
     """Return a linear colour gradient mixed with smooth colour blotches.
 
-    Both are computed on a coarse grid of 3 to 8 cells per side and upsampled once:
-    bicubic upsampling keeps the gradient a ramp and turns the cells into blotches.
+    Both are computed on a coarse grid of 3 to 8 cells per side and upsampled once.
+    Bicubic upsampling keeps the gradient close to a ramp and turns the cells into
+    blotches.
     """
     cells = int(rng.integers(3, 9))
     start, stop = rng.integers(0, 256, (2, 3)).astype(np.float32)
@@ -148,5 +149,5 @@ def lighting_table(appearance) -> list:
 
 
 def blur(image: Image.Image, face_height: float) -> Image.Image:
-    """Blur so that the face loses detail: the radius is 4% of the face height."""
+    """Blur so that the face loses detail: the radius is 4% of the face box height, at least 1.5 px."""
     return image.filter(ImageFilter.GaussianBlur(max(1.5, 0.04 * face_height)))
