@@ -1,0 +1,661 @@
+"""tf.data input pipelines for the training stages.
+
+| pipeline | examples | used for |
+| --- | --- | --- |
+| `whole_image_dataset` | in-the-wild images, letterboxed | LNet_o, evaluation of the cascade |
+| `crop_dataset` | boxes cropped from images | LNet_s, ANet (boxes from the LNets) |
+| `aligned_face_dataset` | centre face of the aligned images | ANet identities, baselines |
+| `object_class_dataset` | class folders or a TFDS dataset | LNet pre-training on objects |
+
+Images reach the models as float32 in [-1, 1] (`preprocessing.normalize`). Whole images
+are letterboxed to a square: the aspect ratio is kept and the padding is mid-gray.
+Boxes are normalized [ymin, xmin, ymax, xmax] of the image they refer to. Attributes
+are float32 0/1 [40]; class and identity labels are int32.
+
+All pipelines except the TFDS source share these rules:
+
+- Order. With `training=True` the rows are permuted by NumPy's generator seeded with
+  (seed, epoch): the same pair gives the same order on every machine and run, so a
+  training loop builds one dataset per epoch and resumes exactly. Iterating one
+  dataset twice repeats its order. With `training=False` the rows keep their order.
+- Sharding. With a `tf.distribute.InputContext`, pipeline i of k takes every k-th row
+  of the epoch's order, before any file is read, and `batch_size` is the global batch
+  size. Training shards get equal lengths, so every replica runs the same number of
+  steps. This drops fewer than k rows per epoch, different ones each epoch.
+  Together, evaluation shards contain every row once.
+- Resuming. `start_batch` skips that many batches of this pipeline's shard without
+  reading their files. The result is exact when no file was skipped as invalid.
+- Invalid files raise or are skipped (`on_bad_example`), see `images.load_images`.
+  With "error" the dataset's cardinality is known; with "skip" it is unknown.
+- Batches are dropped at the end of a training epoch when incomplete, and kept
+  when evaluating.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from lnet_anet_tf import attributes as attribute_names
+from lnet_anet_tf import preprocessing
+from lnet_anet_tf.data import images
+from lnet_anet_tf.data.table import CelebATable
+
+PathLike = Union[str, os.PathLike]
+
+# Box noise for training crops, as a fraction of the box side per edge.
+DEFAULT_BOX_JITTER = 0.05
+
+# The centre face region of CelebA's 178x218 aligned images: the 148x148 square at
+# x=15, y=40, centred horizontally. `aligned_face_dataset(face_box=...)` changes it.
+ALIGNED_FACE_BOX = (40 / 218, 15 / 178, 188 / 218, 163 / 178)
+
+# File extensions that `object_class_dataset` reads from class folders, lowercased.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+# `object_class_dataset(source=...)` reads a TFDS dataset when source has this prefix.
+TFDS_PREFIX = "tfds:"
+
+
+def whole_image_dataset(
+    table: CelebATable,
+    image_size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    cache: bool = False,
+    deterministic: bool = True,
+    augment: bool = False,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    on_bad_example: str = "error",
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    with_index: bool = False,
+) -> tf.data.Dataset:
+    """Build the in-the-wild images, letterboxed to `image_size`, with their attributes.
+
+    Elements are (images [B, S, S, 3] float32, attributes [B, 40] float32). With
+    `with_index`, the features are a dict of "image", "index" (the int64 row of
+    `table`) and "window". The window is the float32 [ymin, xmin, ymax, xmax] that the
+    image occupies in the letterboxed square, which `preprocessing.window_to_image`
+    uses to map boxes back to the image. `augment` flips images horizontally at
+    random, which is safe because the 40 attributes do not depend on the side.
+    """
+    _check_positive(image_size=image_size)
+    columns = {
+        "path": _paths(table.require("wild_paths", "whole_image_dataset")),
+        "label": _attribute_labels(table.attributes),
+    }
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(example):
+        image = preprocessing.normalize(example["image"])
+        if augment:
+            seed_pair = _example_seed(augment_seed, example["index"])
+            image = tf.image.stateless_random_flip_left_right(image, seed_pair)
+        letterboxed, window = preprocessing.letterbox(image[tf.newaxis], image_size)
+        if with_index:
+            features = {"image": letterboxed[0], "index": example["index"], "window": window}
+            return features, example["label"]
+        return letterboxed[0], example["label"]
+
+    return _build_dataset(
+        columns,
+        prepare,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        epoch=epoch,
+        start_batch=start_batch,
+        cache=cache,
+        augment=augment,
+        deterministic=deterministic,
+        input_context=input_context,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+    )
+
+
+def crop_dataset(
+    paths: Sequence[PathLike],
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    crop_size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    cache: bool = False,
+    deterministic: bool = True,
+    augment: bool = False,
+    box_jitter: float = DEFAULT_BOX_JITTER,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    on_bad_example: str = "error",
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    with_index: bool = False,
+) -> tf.data.Dataset:
+    """Build square crops of `boxes` from the images at `paths`, with their labels.
+
+    `boxes` is [N, 4] normalized [ymin, xmin, ymax, xmax] of each image, as the
+    localization nets predict them. A box may extend past the image, and the outside
+    is mid-gray. Crops are resized to `crop_size` with `tf.image.crop_and_resize`.
+    `labels` is either [N] integer ids (identities, classes), given as int32, or
+    [N, K] vectors (attributes), given as float32.
+
+    Elements are (crops [B, C, C, 3] float32, labels). With `with_index`, the features
+    are a dict with "image" and "index", the int64 row of the inputs. `augment` moves
+    each box edge by up to `box_jitter` of the box side and flips crops horizontally
+    at random, so it suits labels that do not depend on the side, such as identities
+    and the 40 attributes.
+    """
+    _check_positive(crop_size=crop_size)
+    if not 0.0 <= box_jitter <= 0.25:
+        raise ValueError(f"box_jitter must be in [0, 0.25], got {box_jitter}.")
+    columns = {"path": _paths(paths)}
+    columns["box"] = _boxes(boxes, len(columns["path"]))
+    columns["label"] = _labels(labels, len(columns["path"]))
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(example):
+        image = preprocessing.normalize(example["image"])
+        box = example["box"]
+        if augment:
+            seed_pair = _example_seed(augment_seed, example["index"])
+            jitter_seed, flip_seed = tf.unstack(
+                tf.random.experimental.stateless_split(seed_pair, 2)
+            )
+            box = _jitter_box(box, box_jitter, jitter_seed)
+        crop = tf.image.crop_and_resize(
+            image[tf.newaxis],
+            box[tf.newaxis],
+            tf.zeros([1], tf.int32),
+            [crop_size, crop_size],
+            extrapolation_value=0.0,
+        )[0]
+        if augment:
+            crop = tf.image.stateless_random_flip_left_right(crop, flip_seed)
+        if with_index:
+            return {"image": crop, "index": example["index"]}, example["label"]
+        return crop, example["label"]
+
+    return _build_dataset(
+        columns,
+        prepare,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        epoch=epoch,
+        start_batch=start_batch,
+        cache=cache,
+        augment=augment,
+        deterministic=deterministic,
+        input_context=input_context,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+    )
+
+
+def aligned_face_dataset(
+    table: CelebATable,
+    crop_size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    label: str = "attributes",
+    face_box: Sequence[float] = ALIGNED_FACE_BOX,
+    **crop_options,
+) -> tf.data.Dataset:
+    """Build the centre face of the aligned images, resized to `crop_size`.
+
+    `label` is "attributes" (float32 [B, 40]) or "identities" (int32 [B]). Identities
+    are the ids of `identity_CelebA.txt` unchanged, so map them to 0..K-1 before
+    training a softmax on them. `face_box` is the normalized [ymin, xmin, ymax, xmax]
+    crop of every aligned image. Other keyword arguments are those of `crop_dataset`.
+    """
+    paths = table.require("aligned_paths", "aligned_face_dataset")
+    if label == "attributes":
+        labels = _attribute_labels(table.attributes)
+    elif label == "identities":
+        labels = table.require("identities", "aligned_face_dataset(label='identities')")
+    else:
+        raise ValueError(
+            f"label={label!r} is invalid; expected 'attributes' or 'identities'."
+        )
+    boxes = np.tile(np.asarray(face_box, np.float32)[np.newaxis], (len(paths), 1))
+    return crop_dataset(
+        paths, boxes, labels, crop_size, batch_size, training=training, **crop_options
+    )
+
+
+def object_class_dataset(
+    source: PathLike,
+    image_size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    split: Optional[str] = None,
+    data_dir: Optional[PathLike] = None,
+    manual_dir: Optional[PathLike] = None,
+    download: bool = False,
+    shuffle_buffer_size: int = 10_000,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    cache: bool = False,
+    deterministic: bool = True,
+    augment: bool = False,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    on_bad_example: str = "error",
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+) -> tuple[tf.data.Dataset, int]:
+    """Build letterboxed object images with int32 class labels; return it and the class count.
+
+    `source` is either a folder with one subfolder per class (`<class>/<file>.jpg`,
+    classes numbered in sorted name order, subfolders of a class included), or
+    "tfds:<name>" for a TFDS image classification dataset with supervised keys
+    (image, label), for example "tfds:imagenet2012". ImageNet cannot be downloaded
+    automatically: put its tar files in `manual_dir` and pass `download=True` once to
+    prepare it in `data_dir`. `split` (default "train") and `shuffle_buffer_size`
+    apply to TFDS only. Elements are (images [B, S, S, 3] float32, labels [B] int32).
+    """
+    _check_positive(image_size=image_size)
+    source = os.fspath(source)
+    if source.startswith(TFDS_PREFIX):
+        return _tfds_object_dataset(
+            source[len(TFDS_PREFIX) :],
+            image_size,
+            batch_size,
+            split=split or "train",
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+            download=download,
+            shuffle_buffer_size=shuffle_buffer_size,
+            training=training,
+            seed=seed,
+            epoch=epoch,
+            start_batch=start_batch,
+            cache=cache,
+            augment=augment,
+            deterministic=deterministic,
+            input_context=input_context,
+        )
+    if split is not None:
+        raise ValueError(
+            f"split={split!r} applies to TFDS sources only; pass the folder of that "
+            f"split as source instead of {source}."
+        )
+
+    paths, labels, class_names = list_class_folders(source)
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(example):
+        image = preprocessing.normalize(example["image"])
+        if augment:
+            seed_pair = _example_seed(augment_seed, example["index"])
+            image = tf.image.stateless_random_flip_left_right(image, seed_pair)
+        letterboxed, _ = preprocessing.letterbox(image[tf.newaxis], image_size)
+        return letterboxed[0], example["label"]
+
+    dataset = _build_dataset(
+        {"path": paths, "label": labels},
+        prepare,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        epoch=epoch,
+        start_batch=start_batch,
+        cache=cache,
+        augment=augment,
+        deterministic=deterministic,
+        input_context=input_context,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+    )
+    return dataset, len(class_names)
+
+
+def list_class_folders(directory: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return the image paths under `directory/<class>/`, their class ids and class names.
+
+    Classes are the subfolders in sorted order, numbered from 0. Files whose
+    extension is not in `IMAGE_EXTENSIONS` are ignored. Paths are sorted per class.
+    """
+    directory = os.fspath(directory)
+    if not tf.io.gfile.isdir(directory):
+        raise ValueError(
+            f"Object image folder {directory} does not exist or is not a folder; "
+            "expected one subfolder of images per class."
+        )
+    class_names = sorted(
+        name.rstrip("/")
+        for name in tf.io.gfile.listdir(directory)
+        if tf.io.gfile.isdir(os.path.join(directory, name))
+    )
+    if not class_names:
+        raise ValueError(
+            f"Object image folder {directory} has no class subfolders; expected "
+            "<class>/<file>.jpg."
+        )
+
+    paths, labels, ignored_count = [], [], 0
+    for class_id, class_name in enumerate(class_names):
+        class_paths = []
+        for folder, _, file_names in tf.io.gfile.walk(os.path.join(directory, class_name)):
+            for file_name in file_names:
+                if os.path.splitext(file_name)[1].lower() in IMAGE_EXTENSIONS:
+                    class_paths.append(os.path.join(folder, file_name))
+                else:
+                    ignored_count += 1
+        if not class_paths:
+            logging.warning("Class folder %s has no images.", os.path.join(directory, class_name))
+        paths.extend(sorted(class_paths))
+        labels.extend([class_id] * len(class_paths))
+
+    if not paths:
+        raise ValueError(
+            f"Object image folder {directory} has no image files with the extensions "
+            f"{IMAGE_EXTENSIONS}."
+        )
+    if ignored_count:
+        logging.info(
+            "Ignored %d files without an image extension under %s.", ignored_count, directory
+        )
+    return np.asarray(paths, dtype=str), np.asarray(labels, np.int32), class_names
+
+
+def _tfds_object_dataset(
+    name: str,
+    image_size: int,
+    batch_size: int,
+    *,
+    split: str,
+    data_dir: Optional[PathLike],
+    manual_dir: Optional[PathLike],
+    download: bool,
+    shuffle_buffer_size: int,
+    training: bool,
+    seed: int,
+    epoch: int,
+    start_batch: int,
+    cache: bool,
+    augment: bool,
+    deterministic: bool,
+    input_context: Optional[tf.distribute.InputContext],
+) -> tuple[tf.data.Dataset, int]:
+    # TFDS examples come from its prepared record files, not from image paths, so the
+    # file checks of `images.load_images` do not apply. A corrupt record raises
+    # TensorFlow's decode error.
+    import tensorflow_datasets as tfds  # imported here: it is slow to import
+
+    _check_options(seed=seed, epoch=epoch, start_batch=start_batch, cache=cache,
+                   training=training, augment=augment)
+    _check_positive(shuffle_buffer_size=shuffle_buffer_size)
+    builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    if download:
+        manual = None if manual_dir is None else os.fspath(manual_dir)
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual)
+        )
+    image_key, label_key = _tfds_supervised_keys(builder, name)
+    num_classes = builder.info.features[label_key].num_classes
+
+    order_seed = _order_seed(seed, epoch)
+    read_config = tfds.ReadConfig(shuffle_seed=order_seed, input_context=input_context)
+    dataset = builder.as_dataset(
+        split=split,
+        as_supervised=True,
+        shuffle_files=training,
+        read_config=read_config,
+        decoders={image_key: tfds.decode.SkipDecoding()},
+    )
+    if training:
+        # NOTE: tf.data's shuffle combines this seed with TensorFlow's global seed, so
+        # the order repeats for the same (seed, epoch) only under the same global seed.
+        dataset = dataset.shuffle(
+            shuffle_buffer_size, seed=order_seed, reshuffle_each_iteration=False
+        )
+    # The position in the epoch seeds each example's augmentation; numbering before
+    # skipping keeps it when resuming.
+    per_replica_batch_size = _per_replica_batch_size(batch_size, input_context)
+    dataset = dataset.enumerate().skip(start_batch * per_replica_batch_size)
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(position, example):
+        contents, label = example
+        image = preprocessing.normalize(images.decode_image(contents))
+        if augment:
+            seed_pair = _example_seed(augment_seed, position)
+            image = tf.image.stateless_random_flip_left_right(image, seed_pair)
+        letterboxed, _ = preprocessing.letterbox(image[tf.newaxis], image_size)
+        return letterboxed[0], tf.cast(label, tf.int32)
+
+    dataset = dataset.map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
+    if cache:
+        dataset = dataset.cache()
+    dataset = dataset.batch(
+        per_replica_batch_size,
+        drop_remainder=training,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    return _finish(dataset, deterministic), num_classes
+
+
+def _tfds_supervised_keys(builder, name: str) -> tuple[str, str]:
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) != 2 or not all(isinstance(key, str) for key in keys):
+        raise ValueError(
+            f"TFDS dataset {name} has supervised keys {keys!r}; object_class_dataset "
+            "needs an image classification dataset with supervised keys (image, label)."
+        )
+    label_feature = builder.info.features[keys[1]]
+    if not hasattr(label_feature, "num_classes"):
+        raise ValueError(
+            f"TFDS dataset {name}: feature {keys[1]!r} is not a ClassLabel, so the "
+            "number of classes is unknown."
+        )
+    return keys[0], keys[1]
+
+
+def _build_dataset(
+    columns: dict,
+    prepare,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    epoch: int,
+    start_batch: int,
+    cache: bool,
+    augment: bool,
+    deterministic: bool,
+    input_context: Optional[tf.distribute.InputContext],
+    on_bad_example: str,
+    max_pixels: int,
+) -> tf.data.Dataset:
+    """Order, shard, read, decode, `prepare` and batch the rows of `columns`."""
+    images.validate_on_bad_example(on_bad_example)
+    _check_options(seed=seed, epoch=epoch, start_batch=start_batch, cache=cache,
+                   training=training, augment=augment)
+    num_rows = len(columns["path"])
+    if num_rows == 0:
+        raise ValueError("The pipeline has no examples: the given table or arrays are empty.")
+
+    rows = _epoch_rows(num_rows, training=training, seed=seed, epoch=epoch)
+    rows = _shard_rows(rows, input_context, equal_shards=training)
+    per_replica_batch_size = _per_replica_batch_size(batch_size, input_context)
+    rows = rows[start_batch * per_replica_batch_size :]
+
+    examples = {name: values[rows] for name, values in columns.items()}
+    examples["index"] = rows.astype(np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(examples)
+    dataset = images.load_images(
+        dataset,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+        deterministic=deterministic,
+    )
+    dataset = dataset.map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
+    if cache:
+        dataset = dataset.cache()
+    dataset = dataset.batch(
+        per_replica_batch_size,
+        drop_remainder=training,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if on_bad_example == "error":
+        # No example can disappear, so the batch count is known in advance; Keras
+        # uses it for progress bars and steps per epoch.
+        if training:
+            num_batches = len(rows) // per_replica_batch_size
+        else:
+            num_batches = -(-len(rows) // per_replica_batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return _finish(dataset, deterministic)
+
+
+def _finish(dataset: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _epoch_rows(num_rows: int, *, training: bool, seed: int, epoch: int) -> np.ndarray:
+    if not training:
+        return np.arange(num_rows)
+    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+
+
+def _shard_rows(
+    rows: np.ndarray,
+    input_context: Optional[tf.distribute.InputContext],
+    *,
+    equal_shards: bool,
+) -> np.ndarray:
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return rows
+    num_pipelines = input_context.num_input_pipelines
+    if equal_shards:
+        rows = rows[: len(rows) - len(rows) % num_pipelines]
+    return rows[input_context.input_pipeline_id :: num_pipelines]
+
+
+def _per_replica_batch_size(
+    batch_size: int, input_context: Optional[tf.distribute.InputContext]
+) -> int:
+    _check_positive(batch_size=batch_size)
+    if input_context is None:
+        return batch_size
+    return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _order_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _augment_seed(seed: int, epoch: int) -> int:
+    # A different stream from the order seed, so that order and augmentation do not
+    # move together.
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+
+
+def _example_seed(augment_seed: int, index: tf.Tensor) -> tf.Tensor:
+    """Return the stateless seed of one example, fixed by the epoch and its row."""
+    return tf.stack([tf.constant(augment_seed, tf.int64), index])
+
+
+def _jitter_box(box: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
+    height = box[2] - box[0]
+    width = box[3] - box[1]
+    noise = tf.random.stateless_uniform([4], seed, -fraction, fraction)
+    return box + noise * tf.stack([height, width, height, width])
+
+
+def _paths(paths: Sequence[PathLike]) -> np.ndarray:
+    return np.asarray([os.fspath(path) for path in paths], dtype=str)
+
+
+def _boxes(boxes: np.ndarray, num_rows: int) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.shape != (num_rows, 4):
+        raise ValueError(
+            f"boxes has shape {boxes.shape}; expected ({num_rows}, 4), one normalized "
+            "[ymin, xmin, ymax, xmax] per path."
+        )
+    invalid = ~np.isfinite(boxes).all(axis=1)
+    # A box with xmin > xmax (or ymin > ymax) is valid: `tf.image.crop_and_resize`
+    # samples it in reverse, which mirrors the crop. Only empty boxes are invalid.
+    invalid |= (boxes[:, 2] == boxes[:, 0]) | (boxes[:, 3] == boxes[:, 1])
+    if invalid.any():
+        row = int(np.flatnonzero(invalid)[0])
+        raise ValueError(
+            f"boxes[{row}] = {boxes[row].tolist()} is invalid: a box must be finite "
+            f"[ymin, xmin, ymax, xmax] with ymax != ymin and xmax != xmin "
+            f"({int(invalid.sum())} invalid boxes in all)."
+        )
+    return boxes
+
+
+def _labels(labels: np.ndarray, num_rows: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if len(labels) != num_rows:
+        raise ValueError(f"labels has {len(labels)} rows but there are {num_rows} paths.")
+    if labels.ndim == 1:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"1-D labels must be integer ids, got dtype {labels.dtype}; pass "
+                "vectors as a 2-D array."
+            )
+        return labels.astype(np.int32)
+    if labels.ndim == 2:
+        return labels.astype(np.float32)
+    raise ValueError(f"labels must be 1-D ids or 2-D vectors, got shape {labels.shape}.")
+
+
+def _attribute_labels(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    expected_width = attribute_names.NUM_ATTRIBUTES
+    if values.ndim != 2 or values.shape[1] != expected_width:
+        raise ValueError(
+            f"attributes has shape {values.shape}; expected (N, {expected_width})."
+        )
+    if not np.isin(values, (0, 1)).all():
+        row, column = np.argwhere(~np.isin(values, (0, 1)))[0]
+        raise ValueError(
+            f"attributes[{row}, {column}] = {values[row, column]} is invalid; expected 0 "
+            "or 1 (CelebA's -1 means 0)."
+        )
+    return values.astype(np.float32)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}.")
+
+
+def _check_options(
+    *, seed: int, epoch: int, start_batch: int, cache: bool, training: bool, augment: bool
+) -> None:
+    for name, value in (("seed", seed), ("epoch", epoch), ("start_batch", start_batch)):
+        if value < 0:
+            raise ValueError(f"{name} must be zero or positive, got {value}.")
+    if cache and (training or augment):
+        raise ValueError(
+            "cache=True keeps the elements of the first pass, so it cannot give a new "
+            "order or new augmentation each epoch; use it with training=False and "
+            "augment=False, for evaluation datasets."
+        )
