@@ -104,7 +104,8 @@ def test_counted_files_have_count_and_header(dataset):
 
 def test_rows_match_release_syntax(dataset):
     patterns = {
-        "Anno/list_attr_celeba.txt": (2, r"\d{6}\.jpg( +(-1|1)){40}"),
+        # As in the release: each value right-aligned in two characters after a space.
+        "Anno/list_attr_celeba.txt": (2, r"\d{6}\.jpg(  1| -1){40}"),
         "Anno/list_bbox_celeba.txt": (2, r"\d{6}\.jpg( +\d+){4}"),
         "Anno/list_landmarks_celeba.txt": (2, r"\d{6}\.jpg( +\d+){10}"),
         "Anno/list_landmarks_align_celeba.txt": (2, r"\d{6}\.jpg( +\d+){10}"),
@@ -118,9 +119,6 @@ def test_rows_match_release_syntax(dataset):
         for number, line in enumerate(lines, start=1):
             assert re.fullmatch(pattern, line), f"{name} row {number}: {line!r}"
             assert line.startswith(f"{number:06d}.jpg"), f"{name} row {number}: {line!r}"
-    with open(os.path.join(dataset, "Anno/list_attr_celeba.txt"), encoding="ascii") as file:
-        first_row = file.read().splitlines()[2]
-    assert "  1" in first_row or " -1 -1" in first_row
 
 
 def test_images_exist_with_expected_sizes(dataset):
@@ -323,8 +321,8 @@ def test_calibrate_rejects_unreachable_target():
 # ---------------------------------------------------------------------------
 # Every drawn attribute changes the pixels.
 
-# Attribute -> (identity changes, appearance changes) that turn it on, from a base
-# where it is off.
+# Attribute -> (identity changes, appearance changes) that flip its label from the
+# base person's.
 _DRAWN = {
     "5_o_Clock_Shadow": ({"beard": "stubble"}, {}),
     "Arched_Eyebrows": ({"arched_brows": True}, {}),
@@ -333,7 +331,9 @@ _DRAWN = {
     "Bangs": ({"hairline": "bangs"}, {}),
     "Big_Lips": ({"big_lips": True}, {}),
     "Big_Nose": ({"nose": "big"}, {}),
+    "Black_Hair": ({"hair_colour": "black", "hair_rgb": traits.HAIR_COLOURS["black"]}, {}),
     "Blond_Hair": ({"hair_colour": "blond", "hair_rgb": traits.HAIR_COLOURS["blond"]}, {}),
+    "Brown_Hair": ({"hair_colour": "brown", "hair_rgb": traits.HAIR_COLOURS["brown"]}, {}),
     "Bushy_Eyebrows": ({"bushy_brows": True}, {}),
     "Chubby": ({"face_shape": "chubby", "face_width": 1.2}, {}),
     "Double_Chin": ({"double_chin": True}, {}),
@@ -342,9 +342,11 @@ _DRAWN = {
     "Gray_Hair": ({"hair_colour": "gray", "hair_rgb": traits.HAIR_COLOURS["gray"]}, {}),
     "Heavy_Makeup": ({}, {"heavy_makeup": True}),
     "High_Cheekbones": ({}, {"high_cheekbones": True}),
+    "Male": ({"male": True}, {}),
     "Mouth_Slightly_Open": ({}, {"mouth_open": True}),
     "Mustache": ({"beard": "mustache"}, {}),
     "Narrow_Eyes": ({}, {"narrow_eyes": True}),
+    "No_Beard": ({"beard": "jaw_beard"}, {}),
     "Oval_Face": ({"face_shape": "oval", "face_width": 0.88, "face_length": 1.1}, {}),
     "Pale_Skin": ({"pale_skin": True, "skin": (252, 234, 224)}, {}),
     "Pointy_Nose": ({"nose": "pointy"}, {}),
@@ -368,8 +370,8 @@ def _base_person():
     identity = dataclasses.replace(
         identity, male=False, young=False, pale_skin=False, skin=(198, 142, 104), face_shape="round",
         face_width=1.0, face_length=1.0, double_chin=False, nose="plain", big_lips=False,
-        arched_brows=False, bushy_brows=False, bags_under_eyes=False, hair_colour="brown",
-        hair_rgb=traits.HAIR_COLOURS["brown"], hairline="normal", hair_style="short",
+        arched_brows=False, bushy_brows=False, bags_under_eyes=False, hair_colour="other",
+        hair_rgb=traits.HAIR_COLOURS["other"], hairline="normal", hair_style="short",
         hair_length="short", beard="clean",
     )
     appearance = traits.sample_appearance(identity, 0, 0)
@@ -388,8 +390,9 @@ def test_drawn_attribute_changes_pixels(name):
     identity_changes, appearance_changes = _DRAWN[name]
     changed_identity = dataclasses.replace(identity, **identity_changes)
     changed_appearance = dataclasses.replace(appearance, **appearance_changes)
-    assert traits.attribute_labels(identity, appearance)[A[name]] == -1
-    assert traits.attribute_labels(changed_identity, changed_appearance)[A[name]] == 1
+    before_label = traits.attribute_labels(identity, appearance)[A[name]]
+    after_label = traits.attribute_labels(changed_identity, changed_appearance)[A[name]]
+    assert before_label == -after_label, name
 
     before, _, _ = person.draw_person(identity, appearance)
     after, _, _ = person.draw_person(changed_identity, changed_appearance)

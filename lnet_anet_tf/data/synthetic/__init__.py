@@ -12,23 +12,23 @@ colour, nose, lips, eyebrows, natural hair colour, hairline, hair style and bear
 Their images vary in pose, expression, accessories, makeup, clothing, light, blur
 and background.
 
-Drawn attributes (37): 5_o_Clock_Shadow, Arched_Eyebrows, Bags_Under_Eyes, Bald,
+Drawn attributes (39): 5_o_Clock_Shadow, Arched_Eyebrows, Bags_Under_Eyes, Bald,
 Bangs, Big_Lips, Big_Nose, Black_Hair, Blond_Hair, Blurry, Brown_Hair,
 Bushy_Eyebrows, Chubby, Double_Chin, Eyeglasses, Goatee, Gray_Hair, Heavy_Makeup,
-High_Cheekbones, Mouth_Slightly_Open, Mustache, Narrow_Eyes, No_Beard, Oval_Face,
-Pale_Skin, Pointy_Nose, Receding_Hairline, Rosy_Cheeks, Sideburns, Smiling,
-Straight_Hair, Wavy_Hair, Wearing_Earrings, Wearing_Hat, Wearing_Lipstick,
-Wearing_Necklace, Wearing_Necktie.
+High_Cheekbones, Male, Mouth_Slightly_Open, Mustache, Narrow_Eyes, No_Beard,
+Oval_Face, Pale_Skin, Pointy_Nose, Receding_Hairline, Rosy_Cheeks, Sideburns,
+Smiling, Straight_Hair, Wavy_Hair, Wearing_Earrings, Wearing_Hat, Wearing_Lipstick,
+Wearing_Necklace, Wearing_Necktie, Young. Male is drawn as a slightly wider face, a
+thicker neck and broader shoulders, and it shows mostly through its correlates at
+CelebA's rates (beards, shorter hair, no makeup, ties). Old identities (Young -1)
+get forehead lines, crow's feet and nasolabial folds, and more often gray hair,
+bags under the eyes, baldness and a receding hairline.
 
-Attributes with no single drawing of their own (3):
-- Male: drawn through its correlates (beards, wider face and neck, short hair,
-  no makeup, ties) with CelebA's rates, as in real photos.
-- Young: old identities get forehead lines, crow's feet and nasolabial folds, and
-  more often gray hair, bags under the eyes, baldness and a receding hairline.
-- Attractive: derived, a threshold on a score of drawn traits (female, young,
-  heavy makeup, smiling, oval face, high cheekbones, pointy nose, eye size; minus
-  bags under the eyes, chubby, double chin, bald, receding hairline, big nose,
-  blurry and eyeglasses). See `traits.attractive_score`.
+Derived attribute (1): Attractive is a threshold on a score of drawn traits. The
+score rises with female, young, heavy makeup, smiling, oval face, high cheekbones,
+pointy nose and eye size, and falls with bags under the eyes, chubby, double chin,
+bald, receding hairline, big nose, blurry and eyeglasses. See
+`traits.attractive_score`.
 
 Positive rates and correlations follow CelebA's: see `rates.py` and
 docs/synthetic_data.md.

@@ -199,8 +199,8 @@ def render_example(seed: int, identity_id: int, image: int, image_size_range=(16
     appearance = traits.sample_appearance(identity, seed, image)
     rng = scene_rng(seed, identity_id, image)
 
-    person_rgba, mask, layout = person.draw_person(identity, appearance)
-    person_rgba = scene.light_person(person_rgba, appearance)
+    colour, mask, layout = person.draw_person(identity, appearance)
+    person_rgba = scene.light_person(colour, appearance)
     person_rgba.putalpha(mask)
 
     size = _image_size(rng, image_size_range)

@@ -102,15 +102,11 @@ def _render_all(root: str, plan: list, seed: int, image_size_range, num_workers:
     rows = []
     started = time.monotonic()
     report_every = max(1, len(chunks) // 10)
-
-    def collect(results) -> None:
-        for done, chunk_rows in enumerate(results, start=1):
-            rows.extend(chunk_rows)
-            if done % report_every == 0 or done == len(chunks):
-                elapsed = time.monotonic() - started
-                logging.info("Rendered %d of %d images in %.1f s.", len(rows), len(plan), elapsed)
-
-    collect(parallel.ordered_map(_render_chunk, chunks, num_workers))
+    for done, chunk_rows in enumerate(parallel.ordered_map(_render_chunk, chunks, num_workers), start=1):
+        rows.extend(chunk_rows)
+        if done % report_every == 0 or done == len(chunks):
+            elapsed = time.monotonic() - started
+            logging.info("Rendered %d of %d images in %.1f s.", len(rows), len(plan), elapsed)
     return rows
 
 
