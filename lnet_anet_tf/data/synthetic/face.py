@@ -233,45 +233,49 @@ def _lip_colour(identity, appearance) -> tuple:
 
 
 def _draw_mouth(draw, layout, identity, appearance) -> None:
+    """Draw the lips along a seam from corner to corner, with the mouth opening."""
     u = layout.unit
     (lx, ly), (rx, ry) = layout.mouth_corners
     mx, half = 0.5 * (lx + rx), 0.5 * (rx - lx)
     upper = (0.15 if identity.big_lips else 0.085) * u
     lower = (0.2 if identity.big_lips else 0.11) * u
+    # A smile curves the seam down in the middle, relative to the raised corners.
     smile_drop = 0.1 * u if appearance.smiling else 0.015 * u
     if appearance.mouth_open:
         gap = (0.24 if appearance.smiling else 0.15) * u
     else:
         gap = 0.0
 
-    def seam(t: float) -> float:
-        return ly + smile_drop * (1.0 - t * t)
-
-    def bulge(t: float) -> float:
-        return max(0.0, 1.0 - t * t) ** 0.6
-
-    ts = [-1.0 + 2.0 * i / 16 for i in range(17)]
-    xs = [mx + half * t for t in ts]
-    gaps = [gap * bulge(t) for t in ts]
-    bow = [0.35 * math.exp(-((abs(t) - 0.25) / 0.2) ** 2) for t in ts]
-    upper_top = [(x, seam(t) - gaps[i] / 2 - upper * bulge(t) * (1.0 + bow[i] - 0.35)) for i, (x, t) in enumerate(zip(xs, ts))]
-    upper_bottom = [(x, seam(t) - gaps[i] / 2) for i, (x, t) in enumerate(zip(xs, ts))]
-    lower_top = [(x, seam(t) + gaps[i] / 2) for i, (x, t) in enumerate(zip(xs, ts))]
-    lower_bottom = [(x, seam(t) + gaps[i] / 2 + lower * bulge(t)) for x, t, i in zip(xs, ts, range(17))]
+    upper_top, upper_bottom, lower_top, lower_bottom, gaps = [], [], [], [], []
+    for i in range(17):
+        t = -1.0 + 2.0 * i / 16
+        x = mx + half * t
+        seam = ly + smile_drop * (1.0 - t * t)
+        thickness = max(0.0, 1.0 - t * t) ** 0.6
+        # The cupid's bow: the upper lip rises a little on both sides of the middle.
+        bow = 0.35 * math.exp(-(((abs(t) - 0.25) / 0.2) ** 2)) - 0.35
+        opening = gap * thickness
+        gaps.append(opening)
+        upper_top.append((x, seam - opening / 2 - upper * thickness * (1.0 + bow)))
+        upper_bottom.append((x, seam - opening / 2))
+        lower_top.append((x, seam + opening / 2))
+        lower_bottom.append((x, seam + opening / 2 + lower * thickness))
 
     lip = _lip_colour(identity, appearance)
     if gap > 0:
         draw.polygon(upper_bottom + lower_top[::-1], fill=_MOUTH_INSIDE)
         if appearance.smiling:
-            teeth = [(x, y + 0.55 * gaps[i]) for i, (x, y) in enumerate(upper_bottom)]
+            teeth = [(x, y + 0.55 * opening) for (x, y), opening in zip(upper_bottom, gaps)]
             draw.polygon(upper_bottom + teeth[::-1], fill=_TEETH)
     draw.polygon(upper_top + upper_bottom[::-1], fill=shade(lip, 0.9))
     draw.polygon(lower_top + lower_bottom[::-1], fill=lip)
     draw.line(upper_bottom, fill=shade(lip, 0.45), width=_stroke(u, 0.04))
     if appearance.smiling:
-        for corner, side in (((lx, ly), -1), ((rx, ry), 1)):
-            draw.arc(ellipse_box(corner[0] + side * 0.03 * u, corner[1] + 0.02 * u, 0.07 * u, 0.1 * u),
-                     270 if side < 0 else 180, 90 if side < 0 else 360, fill=shade(identity.skin, 0.6), width=_stroke(u, 0.04))
+        # Smile lines curving around the corners of the mouth.
+        line = shade(identity.skin, 0.6)
+        width = _stroke(u, 0.04)
+        draw.arc(ellipse_box(lx - 0.03 * u, ly + 0.02 * u, 0.07 * u, 0.1 * u), 90, 270, fill=line, width=width)
+        draw.arc(ellipse_box(rx + 0.03 * u, ry + 0.02 * u, 0.07 * u, 0.1 * u), 270, 90, fill=line, width=width)
 
 
 def _beard_parts(style: str) -> set:

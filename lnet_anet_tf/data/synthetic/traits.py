@@ -305,9 +305,9 @@ def sample_appearance(identity: Identity, seed: int, image: int) -> Appearance:
         yaw=float(rng.uniform(-1.0, 1.0)),
         roll_degrees=float(rng.uniform(-6.0, 6.0)),
         light_angle=float(rng.uniform(0, 2 * np.pi)),
-        light_strength=float(rng.uniform(0.0, 0.35)),
-        brightness=float(rng.uniform(0.8, 1.15)),
-        contrast=float(rng.uniform(0.8, 1.15)),
+        light_strength=float(rng.uniform(0.0, 0.3)),
+        brightness=float(rng.uniform(0.85, 1.15)),
+        contrast=float(rng.uniform(0.85, 1.15)),
         colour_gains=tuple(float(g) for g in rng.uniform(0.9, 1.1, 3)),
     )
 
