@@ -15,14 +15,18 @@ are float32 0/1 [40]; class and identity labels are int32.
 All pipelines except the TFDS source share these rules:
 
 - Order. With `training=True` the rows are permuted by NumPy's generator seeded with
-  (seed, epoch): the same pair gives the same order on every machine and run, so a
-  training loop builds one dataset per epoch and resumes exactly. Iterating one
-  dataset twice repeats its order. With `training=False` the rows keep their order.
+  (seed, epoch). The same pair gives the same order on every machine and run, so a
+  training loop builds one dataset per epoch and resumes exactly. NumPy may change
+  its generator streams between versions, so keep one NumPy version to resume.
+  Iterating one dataset twice repeats its order. With `training=False` the rows keep their order.
+  `deterministic=False` lets tf.data yield examples out of order, for speed.
 - Sharding. With a `tf.distribute.InputContext`, pipeline i of k takes every k-th row
   of the epoch's order, before any file is read, and `batch_size` is the global batch
   size. Training shards get equal lengths, so every replica runs the same number of
   steps. This drops fewer than k rows per epoch, different ones each epoch.
   Together, evaluation shards contain every row once.
+  NOTE: with `on_bad_example="skip"`, a shard that skips files can run fewer steps
+  than the others, which can stall synchronous multi-worker training.
 - Resuming. `start_batch` skips that many batches of this pipeline's shard without
   reading their files. The result is exact when no file was skipped as invalid.
 - Invalid files raise or are skipped (`on_bad_example`), see `images.load_images`.
