@@ -76,7 +76,13 @@ flags.DEFINE_string(
     "tfds:<name> (e.g. tfds:imagenet2012 prepared in --tfds_data_dir). Default: the "
     "synthetic object classes generated with the synthetic dataset.",
 )
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory for tfds: object data.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory for tfds: object data and --tfds_name.")
+flags.DEFINE_enum(
+    "tfds_name", None, ["celeb_a_in_the_wild", "celeb_a"],
+    "Read CelebA from this prepared TFDS dataset in --tfds_data_dir instead of --data_dir. "
+    "It is copied once into a CelebA folder under --cache_dir. celeb_a (aligned crops "
+    "only) feeds pretrain_lnet and pretrain_anet only.",
+)
 flags.DEFINE_bool("add_aligned", False, "Also fine-tune ANet on the aligned training images.")
 flags.DEFINE_string("export_dir", None, "Where the export stage writes. Default: <model_dir>/export.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"], "Progress bars: auto shows them on a terminal.")
@@ -123,12 +129,26 @@ def load_data(config: config_lib.Config) -> tuple:
     """Return (table, object source, dataset kind, data_dir) for the flags given."""
     from lnet_anet_tf.data import celeba
 
-    if FLAGS.data_dir:
-        data_dir, kind = FLAGS.data_dir, "celeba"
+    data_dir = FLAGS.data_dir
+    if FLAGS.tfds_name:
+        # A TFDS dataset becomes a CelebA folder, read below as --data_dir is.
+        from lnet_anet_tf.data import tfds_source
+
+        if FLAGS.data_dir:
+            raise app.UsageError("Pass either --data_dir or --tfds_name, not both.")
+        try:
+            data_dir = tfds_source.prepare_data_dir(
+                FLAGS.tfds_name, FLAGS.tfds_data_dir, FLAGS.cache_dir, FLAGS.stages
+            )
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+
+    if data_dir:
+        kind = "celeba"
         object_source = FLAGS.object_data
         if object_source is None and "pretrain_lnet" in FLAGS.stages:
             raise app.UsageError(
-                "--data_dir needs --object_data for pretrain_lnet: a folder of class "
+                "--data_dir and --tfds_name need --object_data for pretrain_lnet: a folder of class "
                 "subfolders or tfds:imagenet2012. Or leave pretrain_lnet out of --stages."
             )
     else:
@@ -169,7 +189,7 @@ def main(argv):
             f"Unknown stage(s) {', '.join(unknown)}; choose from {', '.join(stages_lib.STAGE_NAMES)}."
         )
 
-    preset = FLAGS.preset or ("paper" if FLAGS.data_dir else "demo")
+    preset = FLAGS.preset or ("paper" if FLAGS.data_dir or FLAGS.tfds_name else "demo")
     config = resolve_config(preset, FLAGS.config_override, FLAGS.seed)
     model_dir = os.path.abspath(FLAGS.model_dir or os.path.join("runs", preset))
 
