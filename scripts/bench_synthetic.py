@@ -1,10 +1,10 @@
 """Measure how many in-the-wild + aligned image pairs the synthetic generator writes per second per core.
 
 Each run generates a complete synthetic CelebA (images, annotation files) into a
-temporary directory in this process, pinned to one CPU core, and the script prints
-the median, min and max over the runs of two rates: pairs per second of wall-clock
-time, and pairs per second of CPU time used by the process. When other processes
-share the core, the wall-clock rate drops and the CPU-time rate does not.
+temporary directory, in this process, pinned to one CPU core. The script prints the
+median, min and max over the runs of two rates: pairs per second of wall-clock time
+and pairs per second of CPU time used by the process. When other processes share
+the core, the wall-clock rate drops and the CPU-time rate does not.
 
     python scripts/bench_synthetic.py --num_identities=50 --images_per_identity=10 --repeats=5
 """

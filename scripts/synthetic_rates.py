@@ -1,8 +1,9 @@
 """Print the positive rate of each attribute in a CelebA directory next to CelebA's rate.
 
-Reads the directory with the project's CelebA reader and prints two Markdown tables:
-the 40 positive rates against the targets the synthetic generator is calibrated to,
-and the conditional rates of the main correlations.
+Reads the directory with the project's CelebA reader and prints two Markdown tables.
+The first compares the 40 positive rates with the targets that the synthetic
+generator is calibrated to. The second lists the conditional rates of the main
+correlations.
 
     python scripts/synthetic_rates.py --data_dir=/tmp/synthetic_rates
 """
@@ -16,8 +17,8 @@ from lnet_anet_tf.data.synthetic import rates
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "CelebA directory to read.", required=True)
 
-# (attribute, condition attribute): the rate of the first among images with and
-# without the second.
+# Pairs (attribute, condition): the table shows the attribute's rate among images
+# with the condition and among images without it.
 _CORRELATIONS = (
     ("Wearing_Lipstick", "Male"),
     ("Heavy_Makeup", "Male"),
