@@ -111,7 +111,7 @@ def centre_box_baseline(train: CelebATable, test: CelebATable) -> dict:
     def normalized_boxes(table):
         sizes = image_io.image_sizes(table.wild_paths)
         return localization.xywh_pixels_to_normalized(
-            table.boxes, sizes[:, 0:1], sizes[:, 1:2]
+            table.boxes, sizes[:, 0], sizes[:, 1]
         ).numpy()
 
     train_boxes = normalized_boxes(train)

@@ -80,6 +80,9 @@ class Cascade(tf.Module):
 
         self.lnet_o = lnet_o
         self.lnet_s = lnet_s
+        # Constants: each LNet's response to a blank image, subtracted from its maps.
+        self.lnet_o_blank = tf.constant(localization.blank_response(lnet_o))
+        self.lnet_s_blank = tf.constant(localization.blank_response(lnet_s))
         self.anet = anet
         self.localization_config = config.localization
 
@@ -148,11 +151,14 @@ class Cascade(tf.Module):
         """
         letterboxed, window = preprocessing.letterbox(images, self.lnet_o_size)
         response = localization.response_map(
-            self.lnet_o(letterboxed, training=False)["feature_map"]
+            self.lnet_o(letterboxed, training=False)["feature_map"], self.lnet_o_blank
         )
         boxes, scores = localization.locate(response, self.localization_config)
+        head_boxes = localization.ensure_min_size(
+            preprocessing.window_to_image(boxes, window), self.localization_config.min_box_side
+        )
         return {
-            "head_box": preprocessing.window_to_image(boxes, window),
+            "head_box": head_boxes,
             "head_score": scores,
             "lnet_o_response": response,
         }
@@ -175,10 +181,15 @@ class Cascade(tf.Module):
         """
         crop_boxes = self.head_crop_boxes(head_boxes)
         crops = localization.crop_and_resize(images, crop_boxes, self.lnet_s_size)
-        response = localization.response_map(self.lnet_s(crops, training=False)["feature_map"])
+        response = localization.response_map(
+            self.lnet_s(crops, training=False)["feature_map"], self.lnet_s_blank
+        )
         boxes_in_crop, scores = localization.locate(response, self.localization_config)
         return {
-            "face_box": localization.box_to_parent(boxes_in_crop, crop_boxes),
+            "face_box": localization.ensure_min_size(
+                localization.box_to_parent(boxes_in_crop, crop_boxes),
+                self.localization_config.min_box_side,
+            ),
             "face_score": scores,
             "lnet_s_response": response,
         }

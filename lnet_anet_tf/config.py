@@ -71,6 +71,9 @@ class LocalizationConfig:
     lnet_o_context: float = 1.3
     # LNet_s's face box is enlarged by this factor before cropping for ANet.
     lnet_s_context: float = 1.1
+    # Smallest box side, as a fraction of the image side; see
+    # `localization.ensure_min_size`.
+    min_box_side: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)

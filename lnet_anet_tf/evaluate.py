@@ -78,7 +78,7 @@ def evaluate_cascade(cascade: Cascade, test: CelebATable, train: CelebATable) ->
     else:
         sizes = image_io.image_sizes(paths)
         truth = localization.xywh_pixels_to_normalized(
-            test.boxes, sizes[:, 0:1], sizes[:, 1:2]
+            test.boxes, sizes[:, 0], sizes[:, 1]
         ).numpy()
         results["localization"] = {
             "lnet_o": metrics_lib.localization_metrics(predictions["head_box"], truth),

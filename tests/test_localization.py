@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -347,3 +348,33 @@ def test_crop_and_resize_copies_pixel_aligned_crop():
     crops = localization.crop_and_resize(images, [[0.25, 0.2, 0.75, 0.6]], (10, 12))
 
     np.testing.assert_allclose(crops[0], images[0, 5:15, 6:18], atol=1e-5)
+
+
+def test_blank_response_cancels_constant_activations():
+    # A net whose only response is a bias: the blank response equals it everywhere.
+    inputs = keras.Input((16, 16, 3))
+    feature_map = keras.layers.Conv2D(
+        4, 3, padding="same", bias_initializer="ones", activation="relu"
+    )(inputs)
+    model = keras.Model(inputs, {"feature_map": feature_map})
+
+    blank = localization.blank_response(model)
+    images = np.zeros([2, 16, 16, 3], np.float32)
+    response = localization.response_map(model(images)["feature_map"], blank)
+
+    assert blank.shape == (16, 16)
+    assert float(tf.reduce_max(blank)) > 0.0
+    np.testing.assert_allclose(response.numpy(), 0.0, atol=1e-6)
+
+
+def test_ensure_min_size_grows_collapsed_boxes():
+    boxes = np.array(
+        [[0.0, 1.0, 1.0, 1.0], [0.2, 0.2, 0.5, 0.6], [0.5, 0.5, 0.5, 0.5]], np.float32
+    )
+
+    grown = localization.ensure_min_size(boxes, 0.1).numpy()
+
+    np.testing.assert_allclose(grown[0], [0.0, 0.9, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(grown[1], boxes[1], atol=1e-6)
+    np.testing.assert_allclose(grown[2], [0.45, 0.45, 0.55, 0.55], atol=1e-6)
+    assert np.all(grown >= 0.0) and np.all(grown <= 1.0)

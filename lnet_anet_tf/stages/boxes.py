@@ -26,9 +26,11 @@ BATCH_SIZE = 64
 
 
 def _locate_fn(model, config: LocalizationConfig):
+    blank = localization.blank_response(model)
+
     @tf.function
     def locate(images):
-        response = localization.response_map(model(images, training=False)["feature_map"])
+        response = localization.response_map(model(images, training=False)["feature_map"], blank)
         return localization.locate(response, config)
 
     return locate
@@ -47,7 +49,9 @@ def predict_head_boxes(lnet_o, table: CelebATable, config: LocalizationConfig, o
     outputs = _empty(len(table))
     for features, _ in dataset:
         boxes, scores = locate(features["image"])
-        boxes = preprocessing.window_to_image(boxes, features["window"])
+        boxes = localization.ensure_min_size(
+            preprocessing.window_to_image(boxes, features["window"]), config.min_box_side
+        )
         _store(outputs, features["index"].numpy(), boxes.numpy(), scores.numpy())
     return outputs
 
@@ -67,7 +71,9 @@ def predict_face_boxes(lnet_s, paths, crop_boxes: np.ndarray, config: Localizati
     for features, _ in dataset:
         index = features["index"].numpy()
         boxes_in_crop, scores = locate(features["image"])
-        boxes = localization.box_to_parent(boxes_in_crop, crop_boxes[index])
+        boxes = localization.ensure_min_size(
+            localization.box_to_parent(boxes_in_crop, crop_boxes[index]), config.min_box_side
+        )
         _store(outputs, index, boxes.numpy(), scores.numpy())
     return outputs
 
