@@ -23,6 +23,10 @@ class LNetConfig:
     pool_after: tuple = (True, True, False, False, True)
     fc_units: tuple = (4096, 4096)
     normalization: str = "lrn"  # "lrn", "batch_norm" or "none"
+    # Moving-average momentum of batch normalization. Keras's 0.99 needs several
+    # hundred steps before the moving statistics fit the weights; short runs
+    # (the demo preset) evaluate at the prior with it, so they use 0.9.
+    batch_norm_momentum: float = 0.99
     dropout_rate: float = 0.5
     weight_decay: float = 5e-4
 
@@ -40,6 +44,7 @@ class ANetConfig:
     pool_after: tuple = (True, True, True, False)
     feature_units: int = 512  # size of the feature vector the SVMs read
     normalization: str = "batch_norm"
+    batch_norm_momentum: float = 0.99  # see LNetConfig.batch_norm_momentum
     dropout_rate: float = 0.3
     weight_decay: float = 5e-4
 
@@ -149,6 +154,7 @@ def _demo() -> Config:
         pool_after=(True, True, False, False, False),
         fc_units=(256, 256),
         normalization="batch_norm",
+        batch_norm_momentum=0.9,
         dropout_rate=0.3,
     )
     return Config(
@@ -164,6 +170,7 @@ def _demo() -> Config:
             # and outputs 6x6 positions, not 2x2.
             pool_after=(True, True, False, False),
             feature_units=128,
+            batch_norm_momentum=0.9,
         ),
         localization=LocalizationConfig(),
         stages={

@@ -72,7 +72,11 @@ def build_anet(
         conv_name = f"conv{index}"
         x = _conv(x, filters, kernel_size, share_size, config, regularizer, conv_name)
         x = normalize_and_activate(
-            x, config.normalization, conv_name, use_lrn=index <= _LRN_LAYERS
+            x,
+            config.normalization,
+            conv_name,
+            use_lrn=index <= _LRN_LAYERS,
+            batch_norm_momentum=config.batch_norm_momentum,
         )
         if index == num_conv:
             feature_map = float32_output(x, "feature_map")

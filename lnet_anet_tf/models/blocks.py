@@ -21,15 +21,18 @@ def weight_decay_regularizer(weight_decay: float):
     return keras.regularizers.L2(weight_decay / 2)
 
 
-def normalize_and_activate(x, normalization: str, name: str, use_lrn: bool):
+def normalize_and_activate(
+    x, normalization: str, name: str, use_lrn: bool, batch_norm_momentum: float = 0.99
+):
     """Apply `normalization` and ReLU to the output of conv layer `name`.
 
     "batch_norm" puts batch normalization between the conv and the ReLU of every
     conv layer. "lrn" puts local response normalization after the ReLU, only where
     `use_lrn` is true (AlexNet has it after conv1 and conv2). "none" is ReLU alone.
+    `batch_norm_momentum` is the moving-average momentum of the batch statistics.
     """
     if normalization == "batch_norm":
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     if normalization == "lrn" and use_lrn:
         x = LocalResponseNormalization(name=f"{name}_lrn")(x)

@@ -72,7 +72,11 @@ def build_lnet(
             name=conv_name,
         )(x)
         x = normalize_and_activate(
-            x, config.normalization, conv_name, use_lrn=index <= _LRN_LAYERS
+            x,
+            config.normalization,
+            conv_name,
+            use_lrn=index <= _LRN_LAYERS,
+            batch_norm_momentum=config.batch_norm_momentum,
         )
         if index == num_conv:
             feature_map = float32_output(x, "feature_map")
