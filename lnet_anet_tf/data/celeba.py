@@ -461,8 +461,7 @@ def _parse_rows_slowly(
             continue
 
         names.append(tokens[0])
-        # Clamp to int64 like np.fromstring does; the int32 range check reports both alike.
-        values.append([min(max(int(token), -(2**63)), 2**63 - 1) for token in tokens[1:]])
+        values.append([_clamped_int64(token) for token in tokens[1:]])
         line_numbers.append(line_number)
 
     return (
@@ -470,6 +469,18 @@ def _parse_rows_slowly(
         np.array(values, dtype=np.int64).reshape(len(names), num_values),
         np.array(line_numbers, dtype=np.int64),
     )
+
+
+def _clamped_int64(token: str) -> int:
+    """Convert a token that matches `_INTEGER`, clamped to int64 like np.fromstring.
+
+    The int32 range check then reports both parsers' values alike. Tokens of more
+    than 19 digits are clamped without int(), which rejects strings longer than
+    4300 digits by default (Python 3.11).
+    """
+    if len(token.lstrip("+-").lstrip("0")) > 19:
+        return -(2**63) if token.startswith("-") else 2**63 - 1
+    return min(max(int(token), -(2**63)), 2**63 - 1)
 
 
 def _shorten(text: str, limit: int = 80) -> str:
@@ -495,12 +506,13 @@ def _read_counted_text(path: str, columns: tuple, problems: _ProblemLog) -> _Row
     _check_header(path, lines, 2, columns, require_image_id=False)
     rows = _parse_rows(path, lines, 2, columns, problems)
 
-    count = int(count_text)
-    if count != rows.listed:
+    # Comparing digits spares int() a count line of thousands of digits, which it rejects.
+    count = count_text.lstrip("0") or "0"
+    if count != str(rows.listed):
         problems.report(
             "count line mismatch",
             CelebAFormatError(
-                f"the count line gives {count} images but the file lists {rows.listed}. "
+                f"the count line gives {_shorten(count)} images but the file lists {rows.listed}. "
                 "The file may be truncated or edited; download it again.",
                 path,
                 1,
