@@ -428,14 +428,17 @@ def _parse_rows_slowly(
     """Parse row by row, reporting each malformed row with its line number."""
     names, values, line_numbers = [], [], []
     for index in indices:
-        tokens = lines[index].split()
+        # Splitting off at most one token too many keeps a row of millions of fields
+        # from becoming millions of strings.
+        tokens = lines[index].split(None, num_values + 1)
         line_number = index + 1
         if len(tokens) != num_values + 1:
+            field_count = len(tokens) if len(tokens) < num_values + 1 else _count_fields(lines[index])
             row_text = _shorten(lines[index].strip())
             problems.report(
                 "wrong number of fields",
                 CelebAFormatError(
-                    f"the row {row_text!r} has {len(tokens)} fields, expected "
+                    f"the row {row_text!r} has {field_count} fields, expected "
                     f"{num_values + 1} (an image name and {num_values} integers). "
                     + _SKIP_HINT,
                     path,
@@ -469,6 +472,23 @@ def _parse_rows_slowly(
         np.array(values, dtype=np.int64).reshape(len(names), num_values),
         np.array(line_numbers, dtype=np.int64),
     )
+
+
+# Characters per piece when `_count_fields` splits a long row.
+_COUNT_CHUNK = 1 << 20
+
+
+def _count_fields(line: str) -> int:
+    """Return len(line.split()), splitting one piece of the line at a time to bound memory."""
+    count = 0
+    previous_ends_in_space = True
+    for start in range(0, len(line), _COUNT_CHUNK):
+        piece = line[start : start + _COUNT_CHUNK]
+        count += len(piece.split())
+        if not previous_ends_in_space and not piece[0].isspace():
+            count -= 1  # the piece boundary cut a field in two
+        previous_ends_in_space = piece[-1].isspace()
+    return count
 
 
 def _clamped_int64(token: str) -> int:
@@ -528,7 +548,7 @@ def _read_plain_text(path: str, columns: tuple, problems: _ProblemLog) -> _Rows:
     lines = _read_lines(path)
     # The release has no header here, but some copies add one; accept it if correct.
     start = 0
-    if lines[0].split()[:1] == ["image_id"]:
+    if lines[0].split(None, 1)[:1] == ["image_id"]:
         _check_header(path, lines, 1, columns, require_image_id=True)
         start = 1
     return _parse_rows(path, lines, start, columns, problems)
@@ -579,11 +599,16 @@ def _check_header(
     path: str, lines: list, line_number: int, columns: tuple, require_image_id: bool
 ) -> None:
     """Raise unless the header lists `columns` in order, after an optional "image_id"."""
-    tokens = lines[line_number - 1].split() if line_number <= len(lines) else []
+    line = lines[line_number - 1] if line_number <= len(lines) else ""
+    # Splitting off at most one token more than a full header finds every mismatch,
+    # and keeps a huge header line from becoming millions of strings.
+    tokens = line.split(None, len(columns) + 1)
     expected = " ".join(("image_id",) + tuple(columns))
     fix = f"The header must be {_shorten(expected)!r}; fix it or download the file again."
+    leading_tokens = 0
     if tokens[:1] == ["image_id"]:
         tokens = tokens[1:]
+        leading_tokens = 1
     elif require_image_id:
         found = tokens[0] if tokens else ""
         raise CelebAFormatError(
@@ -611,9 +636,11 @@ def _check_header(
             line_number,
             wanted,
         )
-    extra = tokens[len(columns)]
+    # The last token holds the rest of the line when the header has many extra columns.
+    extra = tokens[len(columns)].split(None, 1)[0]
+    count = _count_fields(line) - leading_tokens
     raise CelebAFormatError(
-        f"the header has {len(tokens)} columns, expected {len(columns)}; {extra!r} is extra. {fix}",
+        f"the header has {count} columns, expected {len(columns)}; {extra!r} is extra. {fix}",
         path,
         line_number,
         extra,
