@@ -951,9 +951,12 @@ def load_celeba(
             keep = _check_images(reference, keep, image_dir, image_files[image_dir], problems)
 
     if not keep.any():
+        # Under "skip" the problems were only recorded, so the first one says which
+        # file and line to look at.
+        first_problem = f" The first problem: {problems.messages[0]}" if problems.messages else ""
         raise CelebAFormatError(
             f"no usable image: the file lists {reference.listed} rows and none passed the "
-            "checks. Download CelebA again.",
+            f"checks. Download CelebA again.{first_problem}",
             reference.path,
         )
     table = _assemble_table(layout, parts, indices, keep, image_files)
