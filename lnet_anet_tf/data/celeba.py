@@ -454,7 +454,8 @@ def _parse_rows_slowly(
             problems.report(
                 "not an integer",
                 CelebAFormatError(
-                    f"value {bad_token!r} for {tokens[0]} is not an integer. " + _SKIP_HINT,
+                    f"value {_shorten(bad_token)!r} for {_shorten(tokens[0])} is not an integer. "
+                    + _SKIP_HINT,
                     path,
                     line_number,
                     bad_token,
@@ -503,6 +504,8 @@ def _clamped_int64(token: str) -> int:
     return min(max(int(token), -(2**63)), 2**63 - 1)
 
 
+# Values quoted from a file are shortened, so a damaged file cannot make an error
+# message as long as the file.
 def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -517,7 +520,7 @@ def _read_counted_text(path: str, columns: tuple, problems: _ProblemLog) -> _Row
     count_text = lines[0].strip()
     if not re.fullmatch(r"[0-9]+", count_text):
         raise CelebAFormatError(
-            f"the first line must be the number of images, found {count_text!r}. "
+            f"the first line must be the number of images, found {_shorten(count_text)!r}. "
             "Restore the count line or download the file again.",
             path,
             1,
@@ -612,7 +615,7 @@ def _check_header(
     elif require_image_id:
         found = tokens[0] if tokens else ""
         raise CelebAFormatError(
-            f"the header must start with 'image_id', found {found!r}. {fix}",
+            f"the header must start with 'image_id', found {_shorten(found)!r}. {fix}",
             path,
             line_number,
             found,
@@ -623,7 +626,7 @@ def _check_header(
     for position, (found, wanted) in enumerate(zip(tokens, columns)):
         if found != wanted:
             raise CelebAFormatError(
-                f"header column {position + 1} is {found!r}, expected {wanted!r}. {fix}",
+                f"header column {position + 1} is {_shorten(found)!r}, expected {wanted!r}. {fix}",
                 path,
                 line_number,
                 found,
@@ -640,7 +643,8 @@ def _check_header(
     extra = tokens[len(columns)].split(None, 1)[0]
     count = _count_fields(line) - leading_tokens
     raise CelebAFormatError(
-        f"the header has {count} columns, expected {len(columns)}; {extra!r} is extra. {fix}",
+        f"the header has {count} columns, expected {len(columns)}; {_shorten(extra)!r} is extra. "
+        f"{fix}",
         path,
         line_number,
         extra,
@@ -715,7 +719,8 @@ def _drop_bad_cells(
         problems.report(
             reason,
             CelebAFormatError(
-                f"{describe(rows.names[row], rows.columns[column], token)} {_SKIP_HINT}",
+                f"{describe(_shorten(rows.names[row]), rows.columns[column], _shorten(token))} "
+                f"{_SKIP_HINT}",
                 rows.path,
                 int(rows.line_numbers[row]),
                 token,
@@ -761,7 +766,7 @@ def _drop_unsafe_names(rows: _Rows, problems: _ProblemLog) -> _Rows:
         problems.report(
             "unsafe image name",
             CelebAFormatError(
-                f"image name {name!r} is an absolute path or contains '..'. Names must be "
+                f"image name {_shorten(name)!r} is an absolute path or contains '..'. Names must be "
                 f"relative to the image folder, such as '000001.jpg'. {_SKIP_HINT}",
                 rows.path,
                 int(rows.line_numbers[row]),
@@ -792,7 +797,7 @@ def _drop_duplicate_names(rows: _Rows, problems: _ProblemLog) -> _Rows:
         problems.report(
             "duplicate image name",
             CelebAFormatError(
-                f"image name {name!r} is listed again; it is first listed on line "
+                f"image name {_shorten(name)!r} is listed again; it is first listed on line "
                 f"{first_line}. Remove the repeated row, or drop it with "
                 "on_bad_example='skip'.",
                 rows.path,
@@ -846,7 +851,7 @@ def _report_unmatched(
         problems.report(
             "image listed in only one file",
             CelebAFormatError(
-                f"image {name!r} is listed here but not in {other_path}. Every annotation "
+                f"image {_shorten(name)!r} is listed here but not in {other_path}. Every annotation "
                 "file must list the same images: download the files again, or drop the "
                 "row with on_bad_example='skip'.",
                 rows.path,
@@ -883,7 +888,7 @@ def _check_images(
 
     rows = np.flatnonzero(missing)
     examples = ", ".join(
-        f"{file_names[row]} (line {reference.line_numbers[row]})"
+        f"{_shorten(file_names[row])} (line {reference.line_numbers[row]})"
         for row in rows[:_MISSING_IMAGE_EXAMPLES]
     )
     first = int(rows[0])
