@@ -61,8 +61,7 @@ _OTHER_STAGES = {
 def run_stage(context: RunContext, name: str) -> dict:
     """Run stage `name` unless its DONE.json exists; later stages read its outputs from disk."""
     if context.is_done(name):
-        logging.info("Stage %s already finished in %s; skipped.", name, context.stage_dir(name))
-        return {"status": "skipped (already finished)", **context.read_done(name)}
+        return {"status": f"skipped (already finished in {context.stage_dir(name)})", **context.read_done(name)}
     if name in _TRAINING_STAGES:
         return _fit_summary(_TRAINING_STAGES[name](context))
     return {"status": "done", **_OTHER_STAGES[name](context)}
