@@ -141,8 +141,24 @@ class StageCheckpoint:
         return path
 
     def save(self) -> str:
-        """Save a checkpoint numbered by the stage step; return its path prefix."""
-        path = self._manager.save(checkpoint_number=self.state.step)
+        """Save a checkpoint numbered by the stage step; return its path prefix.
+
+        Raises OSError naming the checkpoint and the last complete one when the
+        write fails, for example on a full disk.
+        """
+        try:
+            path = self._manager.save(checkpoint_number=self.state.step)
+        except (tf.errors.OpError, OSError) as error:
+            # TensorFlow reports a full disk as an OutOfRangeError of its SaveV2 op,
+            # whose message starts with the function name and ends with the op name.
+            reason = error.message if isinstance(error, tf.errors.OpError) else str(error)
+            reason = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", reason))
+            raise OSError(
+                f"Saving checkpoint ckpt-{self.state.step} into {self._write_directory} "
+                f"failed: {reason}. The last complete checkpoint, "
+                f"{self.latest or 'none'}, is unchanged: free disk space and rerun the "
+                "same command to resume from it."
+            ) from error
         if not self._is_chief:
             shutil.rmtree(self._write_directory, ignore_errors=True)
         return path
