@@ -178,7 +178,11 @@ class LocallyConnected2D(keras.layers.Layer):
         outputs = ops.reshape(
             outputs, (geometry.padded_out_rows, geometry.padded_out_cols, -1, self.filters)
         )
-        outputs = outputs[: geometry.out_rows, : geometry.out_cols]
+        if (geometry.padded_out_rows, geometry.padded_out_cols) != (
+            geometry.out_rows,
+            geometry.out_cols,
+        ):
+            outputs = outputs[: geometry.out_rows, : geometry.out_cols]
         outputs = ops.transpose(outputs, (2, 0, 1, 3))
         if self.activation is not None:
             outputs = self.activation(outputs)
@@ -228,9 +232,12 @@ class LocallyConnected2D(keras.layers.Layer):
         # is spread out by the stride and padded back to where its slice came from.
         geometry = self._geometry
         rows, cols = input_shape[0], input_shape[1]
-        blocks = ops.split(upstream, self.kernel_size[0] * self.kernel_size[1], axis=-1)
+        channels = upstream.shape[-1] // (self.kernel_size[0] * self.kernel_size[1])
         terms = []
-        for block, (row, col) in zip(blocks, self._kernel_offsets()):
+        for index, (row, col) in enumerate(self._kernel_offsets()):
+            # One slice per block rather than one Split op, so that TensorFlow's
+            # executor can run the copies in parallel.
+            block = upstream[..., index * channels : (index + 1) * channels]
             block = _dilate(block, 0, self.strides[0])
             block = _dilate(block, 1, self.strides[1])
             row_span = (geometry.padded_out_rows - 1) * self.strides[0] + 1

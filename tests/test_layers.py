@@ -232,7 +232,7 @@ def test_unshared_matches_tf_keras(input_size, strides, padding, implementation)
     np.testing.assert_allclose(input_grad, ref_input_grad, rtol=0, atol=1e-5)
     np.testing.assert_allclose(bias_grad.reshape(ref_bias_grad.shape), ref_bias_grad, atol=1e-5)
     if ref_kernel_grad is not None:
-        np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=1e-6, atol=1e-5)
 
 
 def test_unshared_same_kernel_gradient_matches_regions():
@@ -249,7 +249,7 @@ def test_unshared_same_kernel_gradient_matches_regions():
         lambda x: _region_reference(layer, x, kernel, bias), inputs, [kernel]
     )
 
-    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +285,7 @@ def test_shared_matches_region_convolutions(share_size, strides, padding):
 
     np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(input_grad, ref_input_grad, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(bias_grad, ref_bias_grad, rtol=0, atol=1e-5)
 
 
@@ -321,8 +321,10 @@ def test_whole_map_region_matches_conv2d(share_size, strides, padding):
     assert layer.regions == (1, 1)
     np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(input_grad, ref_input_grad, rtol=0, atol=1e-5)
+    # Each kernel gradient sums over every output position and reaches tens here;
+    # rtol covers float32 rounding of sums that large.
     np.testing.assert_allclose(
-        kernel_grad.reshape(ref_kernel_grad.shape), ref_kernel_grad, rtol=0, atol=1e-5
+        kernel_grad.reshape(ref_kernel_grad.shape), ref_kernel_grad, rtol=1e-6, atol=1e-5
     )
 
 

@@ -56,7 +56,7 @@ def _assert_same_weights(first, second):
 
 @pytest.fixture(scope="module")
 def paper_models():
-    # Built once: the paper LNets hold 58 million parameters each.
+    # Built once per module, because the paper LNet has 58 million parameters.
     config = get_config("paper")
     return {
         "lnet_o": build_lnet(config.lnet_o, 40, "attributes", name="lnet_o"),

@@ -14,9 +14,11 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     Computes `x / (bias + alpha * sum(x**2 over 2 * depth_radius + 1 channels))**beta`
     with `tf.nn.local_response_normalization`, which TFLite converts to its builtin
-    LOCAL_RESPONSE_NORMALIZATION (float32 kernel only). The defaults are AlexNet's
-    Caffe settings (local_size 5, alpha 1e-4, beta 0.75, k 1): Caffe divides alpha
-    by local_size, so alpha here is 1e-4 / 5.
+    LOCAL_RESPONSE_NORMALIZATION. That builtin has no int8 kernel: a conversion
+    with TFLITE_BUILTINS_INT8 (TensorFlow 2.21) keeps it in float32 behind a
+    DEQUANTIZE, so use "batch_norm" for an all-int8 model. The defaults are
+    AlexNet's Caffe settings (local_size 5, alpha 1e-4, beta 0.75, k 1). Caffe
+    divides alpha by local_size, so alpha here is 1e-4 / 5.
     """
 
     def __init__(self, depth_radius=2, bias=1.0, alpha=1e-4 / 5, beta=0.75, **kwargs):
