@@ -233,7 +233,9 @@ def test_mixed_float16_train_step(mixed_precision):
     labels = np.array([0, 2])
     before = model.get_layer("conv4").kernel.numpy().copy()
 
-    history = model.fit(_images(48), {"logits": labels}, epochs=1, verbose=0)
+    # Dynamic loss scaling skips every step whose float16 gradients overflow and
+    # halves the scale, so one step alone may leave the weights unchanged.
+    history = model.fit(_images(48), {"logits": labels}, epochs=8, verbose=0)
 
     assert np.isfinite(history.history["loss"][0])
     assert np.any(model.get_layer("conv4").kernel.numpy() != before)
