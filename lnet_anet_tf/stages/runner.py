@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 from absl import logging
 
 from lnet_anet_tf import evaluate
@@ -9,6 +11,7 @@ from lnet_anet_tf import trained
 from lnet_anet_tf.stages import finetuning
 from lnet_anet_tf.stages import pretraining
 from lnet_anet_tf.stages import svm_fitting
+from lnet_anet_tf.stages import STAGE_NAMES
 from lnet_anet_tf.stages.context import RunContext
 
 
@@ -58,10 +61,21 @@ _OTHER_STAGES = {
 }
 
 
+def stage_seed(seed: int, name: str) -> int:
+    """Return the random seed that stage `name` starts from, derived from the run's seed."""
+    index = STAGE_NAMES.index(name)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 def run_stage(context: RunContext, name: str) -> dict:
     """Run stage `name` unless its DONE.json exists; later stages read its outputs from disk."""
     if context.is_done(name):
         return {"status": f"skipped (already finished in {context.stage_dir(name)})", **context.read_done(name)}
+    # Weight initialisation and dropout seeds draw from the global generators. Seeding
+    # them per stage makes a stage's start independent of which earlier stages ran in
+    # this process, so a rerun that skips finished stages trains the rest as an
+    # uninterrupted run does.
+    keras.utils.set_random_seed(stage_seed(context.config.seed, name))
     if name in _TRAINING_STAGES:
         return _fit_summary(_TRAINING_STAGES[name](context))
     return {"status": "done", **_OTHER_STAGES[name](context)}
