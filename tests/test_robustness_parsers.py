@@ -7,16 +7,14 @@ that names a file and a line. Any other exception, or a read that runs longer
 than `_READ_TIMEOUT_S`, fails the test.
 
 The memory tests write an annotation file whose data is one 50 MB line and
-measure the peak RSS of a separate process that reads it (`robustness_parse_rss.py`).
+measure the peak RSS of a separate process that reads it (`robustness_parse_rss.py`,
+which also prints the table of every case).
 """
 
 import contextlib
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 
 from hypothesis import HealthCheck
 from hypothesis import given
@@ -28,9 +26,7 @@ import pytest
 from lnet_anet_tf.data import celeba
 
 import data_helpers
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-RSS_SCRIPT = os.path.join(TESTS_DIR, "robustness_parse_rss.py")
+import robustness_parse_rss
 
 NUM_IMAGES = 6
 # A tiny copy reads in about 1 ms, so a read this long means a hang.
@@ -371,46 +367,15 @@ def test_skip_without_rows_names_problem(copies):
 # the file size. The reader keeps the bytes, the decoded text and its lines (three
 # copies), and the row parser makes a few more transient copies of a long row.
 _RSS_GROWTH_PER_FILE_BYTE = 10
-_HUGE_LINE_BYTES = 50_000_000
-# Counted text files and CSV files keep these first lines; the huge line is their
-# only row. The other files consist of the huge line alone.
-_HEADER_LINES = {"list_attr_celeba.txt": 2, "list_bbox_celeba.txt": 2, "list_bbox_celeba.csv": 1}
 
 
-def _write_huge_line(file, shape: str, size: int) -> None:
-    """Write one line of `size` bytes in 1 MB pieces, so the test itself stays small."""
-    if shape in ("digits", "letters"):
-        name, unit = b"", b"7" if shape == "digits" else b"a"
-    else:
-        name, unit = b"000001.jpg", b" 1" if shape == "integers" else b" ab"
-    file.write(name)
-    remaining = (size - len(name)) // len(unit)
-    piece = unit * (1_000_000 // len(unit))
-    while remaining > 0:
-        count = min(remaining, len(piece) // len(unit))
-        file.write(piece[: count * len(unit)])
-        remaining -= count
+def _check_huge_line_read(tmp_path, shape: str, relative: str) -> None:
+    measured = robustness_parse_rss.measure(robustness_parse_rss.write_copy(str(tmp_path), relative, shape))
 
-
-def _measure_rss(tmp_path, shape: str, relative: str) -> dict:
-    annotations = data_helpers.make_annotations(NUM_IMAGES)
-    if relative.endswith(".csv"):
-        root = data_helpers.write_csv_copy(tmp_path / "copy", annotations)
-    else:
-        root = data_helpers.write_release(tmp_path / "copy", annotations)
-    path = os.path.join(root, relative)
-    with open(path, "rb") as file:
-        header = file.read().split(b"\n")[: _HEADER_LINES.get(os.path.basename(path), 0)]
-    with open(path, "wb") as file:
-        file.write(b"".join(line + b"\n" for line in header))
-        _write_huge_line(file, shape, _HUGE_LINE_BYTES)
-
-    result = subprocess.run(
-        [sys.executable, RSS_SCRIPT, root],
-        capture_output=True, text=True, timeout=300, cwd=TESTS_DIR,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["outcome"] == "CelebAFormatError", measured
+    assert measured["message_length"] < 4000, measured
+    bound = _RSS_GROWTH_PER_FILE_BYTE * robustness_parse_rss.HUGE_LINE_BYTES
+    assert measured["rss_growth_bytes"] < bound, measured
 
 
 @pytest.mark.parametrize(
@@ -418,21 +383,11 @@ def _measure_rss(tmp_path, shape: str, relative: str) -> dict:
     [("letters", "Anno/list_attr_celeba.txt"), ("words", "Eval/list_eval_partition.txt")],
 )
 def test_huge_line_memory_bounded(tmp_path, shape, relative):
-    measured = _measure_rss(tmp_path, shape, relative)
-
-    assert measured["outcome"] == "CelebAFormatError", measured
-    assert measured["message_length"] < 4000, measured
-    assert measured["rss_growth_bytes"] < _RSS_GROWTH_PER_FILE_BYTE * _HUGE_LINE_BYTES, measured
+    _check_huge_line_read(tmp_path, shape, relative)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", ["digits", "integers", "words", "letters"])
-@pytest.mark.parametrize(
-    "relative", ["Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt", "list_bbox_celeba.csv"]
-)
+@pytest.mark.parametrize("shape", robustness_parse_rss.SHAPES)
+@pytest.mark.parametrize("relative", robustness_parse_rss.FILES)
 def test_huge_line_memory_every_shape(tmp_path, shape, relative):
-    measured = _measure_rss(tmp_path, shape, relative)
-
-    assert measured["outcome"] == "CelebAFormatError", measured
-    assert measured["message_length"] < 4000, measured
-    assert measured["rss_growth_bytes"] < _RSS_GROWTH_PER_FILE_BYTE * _HUGE_LINE_BYTES, measured
+    _check_huge_line_read(tmp_path, shape, relative)
