@@ -133,7 +133,7 @@ def _valid_cases():
 VALID_CASES = _valid_cases()
 
 
-def _exif_rotated_jpeg() -> tuple[bytes, np.ndarray]:
+def exif_rotated_jpeg() -> tuple[bytes, np.ndarray]:
     """Return a tall JPEG (32 high, 16 wide) tagged to display rotated 90 degrees clockwise."""
     stored = _gradient(SIDE, SIDE // 2)
     exif = Image.Exif()
@@ -184,7 +184,7 @@ def _bomb_cases():
 BOMB_CASES = _bomb_cases()
 
 
-def _write(directory, name: str, contents: bytes) -> str:
+def write_file(directory, name: str, contents: bytes) -> str:
     path = os.path.join(str(directory), name)
     with open(path, "wb") as file:
         file.write(contents)
@@ -239,12 +239,12 @@ def skip_run(tmp_path_factory):
     the warnings logged. One pipeline run keeps the file fast.
     """
     directory = tmp_path_factory.mktemp("images")
-    rotated, _ = _exif_rotated_jpeg()
-    valid = [_write(directory, name, contents) for name, contents, _, _ in VALID_CASES]
-    valid.append(_write(directory, "rotated.jpg", rotated))
-    invalid = [_write(directory, name, contents) for name, contents, _ in INVALID_CASES]
+    rotated, _ = exif_rotated_jpeg()
+    valid = [write_file(directory, name, contents) for name, contents, _, _ in VALID_CASES]
+    valid.append(write_file(directory, "rotated.jpg", rotated))
+    invalid = [write_file(directory, name, contents) for name, contents, _ in INVALID_CASES]
     invalid.append(os.path.join(str(directory), "missing.jpg"))
-    bombs = [_write(directory, name, contents) for name, contents, _ in BOMB_CASES]
+    bombs = [write_file(directory, name, contents) for name, contents, _ in BOMB_CASES]
     # Valid files between the invalid ones, across several of the loader's 16-file chunks.
     paths = list(valid)
     for bad in invalid + bombs:
@@ -293,7 +293,7 @@ def test_unusual_encoding_decodes(skip_run, name, contents, expected, tolerance)
 
 
 def test_exif_orientation_not_applied(skip_run):
-    contents, stored = _exif_rotated_jpeg()
+    contents, stored = exif_rotated_jpeg()
     assert Image.open(io.BytesIO(contents)).getexif()[0x0112] == 6
 
     examples = _examples_of(skip_run, "rotated.jpg")
@@ -338,8 +338,8 @@ def test_missing_file_skipped_with_reason(skip_run):
 @pytest.mark.parametrize("name", ["empty.jpg", "half.jpg", "no_iend.png"])
 def test_invalid_file_raises_naming_it(tmp_path, name):
     contents, reason = next((case[1], case[2]) for case in INVALID_CASES if case[0] == name)
-    good = _write(tmp_path, "good.png", _encode(Image.fromarray(_gradient()), "PNG"))
-    bad = _write(tmp_path, name, contents)
+    good = write_file(tmp_path, "good.png", _encode(Image.fromarray(_gradient()), "PNG"))
+    bad = write_file(tmp_path, name, contents)
 
     with pytest.raises(images.InvalidImageError) as raised:
         _read_all([good, bad])
@@ -373,7 +373,7 @@ def test_header_bomb_skipped_without_decoding(skip_run, name, contents, size):
 @pytest.mark.parametrize("name", ["bomb.png", "bomb.jpg"])
 def test_header_bomb_raises_naming_it(tmp_path, name):
     contents, size = next((case[1], case[2]) for case in BOMB_CASES if case[0] == name)
-    path = _write(tmp_path, name, contents)
+    path = write_file(tmp_path, name, contents)
 
     with pytest.raises(images.InvalidImageError) as raised:
         _read_all([path])
@@ -388,7 +388,7 @@ def test_real_png_bomb_rejected(tmp_path):
     side = 8000
     contents = _png(side, side, 8, 0, (bytes(side) for _ in range(side)))
     assert len(contents) < 100_000
-    path = _write(tmp_path, "zeros.png", contents)
+    path = write_file(tmp_path, "zeros.png", contents)
 
     with pytest.raises(images.InvalidImageError, match=f"the image is {side}x{side} = 64.0 megapixels"):
         _read_all([path])
@@ -396,7 +396,7 @@ def test_real_png_bomb_rejected(tmp_path):
 
 def test_max_pixels_parameter_is_the_limit(tmp_path):
     contents = next(case[1] for case in VALID_CASES if case[0] == "baseline.jpg")
-    path = _write(tmp_path, "baseline.jpg", contents)
+    path = write_file(tmp_path, "baseline.jpg", contents)
 
     assert len(_read_all([path], max_pixels=SIDE * SIDE)) == 1
     with pytest.raises(images.InvalidImageError, match=f"32x32 .* more than max_pixels={SIDE * SIDE - 1}"):
@@ -407,7 +407,7 @@ def test_max_pixels_parameter_is_the_limit(tmp_path):
 def test_max_pixels_checked_after_decoding_webp(tmp_path):
     # WebP headers are not parsed, so the size is checked once the image is decoded.
     contents = next(case[1] for case in VALID_CASES if case[0] == "lossless.webp")
-    path = _write(tmp_path, "lossless.webp", contents)
+    path = write_file(tmp_path, "lossless.webp", contents)
 
     with pytest.raises(images.InvalidImageError, match=f"32x32 .* more than max_pixels={SIDE * SIDE - 1}"):
         _read_all([path], max_pixels=SIDE * SIDE - 1)
