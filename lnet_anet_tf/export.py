@@ -105,7 +105,16 @@ def export_saved_model(cascade: Cascade, export_dir: str, version: Optional[int]
         module = serving.ServingModule(cascade, names_path)
         model_dir = os.path.join(temporary, "model")
         logging.info("Saving the SavedModel (version %d) into %s.", version, temporary)
-        tf.saved_model.save(module.saveable(), model_dir, signatures=module.signatures())
+        try:
+            tf.saved_model.save(module.saveable(), model_dir, signatures=module.signatures())
+        except (tf.errors.OpError, OSError) as error:
+            raise OSError(
+                f"Writing SavedModel version {version} for {version_dir} failed: "
+                f"{_write_error_reason(error)}. Nothing was written to {version_dir}, and "
+                f"the existing versions {existing_versions(base_dir) or '(none)'} are "
+                "unchanged. Check the free disk space and the folder's permissions, then "
+                "export again."
+            ) from error
         os.rename(model_dir, version_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -176,10 +185,18 @@ def export_tflite(
     os.makedirs(export_dir, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=".tmp-tflite-", dir=export_dir)
     try:
-        written = tflite_export.write_tflite_models(
-            temporary, cascade, variants, canvas_side,
-            calibration_canvases, calibration_faces, qat_cascade,
-        )
+        try:
+            written = tflite_export.write_tflite_models(
+                temporary, cascade, variants, canvas_side,
+                calibration_canvases, calibration_faces, qat_cascade,
+            )
+        except OSError as error:
+            existing = "is unchanged" if os.path.exists(target) else "was not created"
+            raise OSError(
+                f"Writing the TFLite models for {target} failed: {_write_error_reason(error)}. "
+                f"{target} {existing}. Check the free disk space and the folder's "
+                "permissions, then export again."
+            ) from error
         manifest = {
             "canvas_side": canvas_side,
             "face_side": side,
@@ -199,6 +216,15 @@ def export_tflite(
     paths = {name: os.path.join(target, os.path.basename(path)) for name, path in written.items()}
     paths["manifest"] = os.path.join(target, MANIFEST_FILENAME)
     return paths
+
+
+def _write_error_reason(error: Exception) -> str:
+    """Return the reason of a failed write, without TensorFlow's function and op names."""
+    if not isinstance(error, tf.errors.OpError):
+        return str(error)
+    # Op errors read "{{function_node ...}} message [Op:Name]".
+    reason = re.sub(r"^\{\{[^}]*\}\}\s*", "", error.message)
+    return re.sub(r"\s*\[Op:\w+\]$", "", reason)
 
 
 def _replace_directory(source: str, target: str) -> None:
