@@ -9,24 +9,33 @@ kill tests share. Moments that last milliseconds (inside a checkpoint save, betw
 the final weights and `DONE.json`) are held open by `robustness_train_main.py`.
 
 Full disk: a process whose file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so
-that writes fail with EFBIG) is below the size of a checkpoint must stop with an
-error that names the checkpoint, and the previous checkpoint must still restore.
+that writes fail with EFBIG) is below the size of a checkpoint or of an exported
+model must stop with an error that names what it failed to write. The previous
+checkpoint must still restore, and the previous export must be unchanged and load.
 """
 
+import hashlib
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from ai_edge_litert.interpreter import Interpreter
 import keras
+import numpy as np
 import pytest
+import skimage.data
 import tensorflow as tf
 
+import export_fixtures
 import training_fixtures as fixtures
+from lnet_anet_tf import export
+from lnet_anet_tf import trained
 from lnet_anet_tf.training import checkpointing
 from test_train import TINY_OVERRIDES
 
@@ -59,13 +68,13 @@ def _environment():
     return environment
 
 
-def _train_command(model_dir, cache_dir, main=None):
+def _train_command(model_dir, cache_dir, main=None, stages=STAGES):
     """The job's command line; `main` replaces `-m lnet_anet_tf.train` with a script."""
     entry = [main] if main else ["-m", "lnet_anet_tf.train"]
     command = [
         sys.executable, *entry,
         f"--model_dir={model_dir}", f"--cache_dir={cache_dir}", "--progress=off",
-        f"--stages={STAGES}", f"--checkpoint_every_steps={CHECKPOINT_EVERY_STEPS}",
+        f"--stages={stages}", f"--checkpoint_every_steps={CHECKPOINT_EVERY_STEPS}",
     ]
     return command + [f"--config_override={override}" for override in FAULT_OVERRIDES]
 
@@ -269,8 +278,53 @@ def test_kill_before_done_marker_finishes_stage(reference):
     assert int(step) == done["steps"]
 
 
+@pytest.mark.slow
+def test_kill_during_export_reruns_export(reference):
+    root = reference["root"]
+    model_dir = root / "during_export"
+    shutil.copytree(root / "reference", model_dir)
+    base_dir = model_dir / "export" / export.SAVED_MODEL_DIR / export.MODEL_NAME
+    command = _train_command(model_dir, reference["cache_dir"], stages=f"{STAGES},export")
+
+    def saving_saved_model():
+        # tf.saved_model.save has started writing into the temporary version folder.
+        return base_dir.is_dir() and any(
+            (base_dir / name / "model").exists() for name in os.listdir(base_dir) if name.startswith(".tmp-")
+        )
+
+    at_kill = _kill_when(command, saving_saved_model, root / "during_export.log", cwd=root, model_dir=model_dir)
+    assert export.existing_versions(str(base_dir)) == []
+
+    output = _run_to_end(command, root / "during_export-rerun.log", cwd=root)
+
+    assert not _RESUME_LINE.findall(output), at_kill
+    assert (model_dir / "export" / "DONE.json").exists()
+    assert export.existing_versions(str(base_dir)) == [1]
+    version_dir = base_dir / "1"
+    assert (version_dir / "saved_model.pb").exists()
+    manifest = json.loads((model_dir / "export" / export.TFLITE_DIR / export.MANIFEST_FILENAME).read_text())
+    for name in manifest["files"]:
+        assert (model_dir / "export" / export.TFLITE_DIR / name).stat().st_size > 0, name
+    _check_serves_like_cascade(str(version_dir), str(model_dir))
+    assert _evaluation_metrics(model_dir) == reference["metrics"]
+
+
+def _check_serves_like_cascade(version_dir: str, model_dir: str) -> None:
+    """Check that the SavedModel returns for a photo what the model directory's cascade returns."""
+    contents = tf.io.encode_jpeg(skimage.data.astronaut()).numpy()
+    outputs = tf.saved_model.load(version_dir).signatures["serving_default"](
+        image_bytes=tf.constant([contents])
+    )
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    expected = trained.load_cascade(model_dir)(tf.cast(image, tf.float32)[tf.newaxis])
+
+    assert outputs["valid"].numpy().tolist() == [True]
+    for key in ("attribute_probabilities", "face_box", "localization_score"):
+        np.testing.assert_allclose(outputs[key].numpy(), expected[key].numpy(), atol=1e-5, err_msg=key)
+
+
 # ---------------------------------------------------------------------------
-# A full disk during a checkpoint save.
+# A full disk during a checkpoint save and during export.
 
 
 def _limit_file_size(limit_bytes: int):
@@ -328,3 +382,69 @@ def test_checkpoint_save_on_full_disk(tmp_path):
     assert checkpoint.restore_latest() == str(checkpoint_dir / "ckpt-3")
     assert state.step == 3
     assert not (checkpoint_dir / "ckpt-4_temp").exists()
+
+
+def _export_command(model_dir, export_dir, *flags):
+    return [
+        sys.executable, "-m", "lnet_anet_tf.export", f"--model_dir={model_dir}",
+        f"--export_dir={export_dir}", *flags,
+    ]
+
+
+def _file_digests(directory) -> dict:
+    digests = {}
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as file:
+                digests[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
+    return digests
+
+
+# The random-weight SavedModel's variables file takes about 300 KB and its TFLite
+# models about 340 KB each, so both writes exceed this limit.
+_EXPORT_FILE_SIZE_LIMIT = 200_000
+
+
+def test_saved_model_export_on_full_disk(tmp_path):
+    model_dir = export_fixtures.write_model_dir(tmp_path / "run")
+    export_dir = tmp_path / "export"
+    first = export.export_saved_model(trained.load_cascade(model_dir), str(export_dir))
+    base_dir = os.path.dirname(first)
+    before = _file_digests(first)
+
+    result = subprocess.run(
+        _export_command(model_dir, export_dir, "--variants="), env=_environment(),
+        preexec_fn=_limit_file_size(_EXPORT_FILE_SIZE_LIMIT), capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode != 0
+    assert f"OSError: Writing SavedModel version 2 for {base_dir}/2 failed: " in result.stderr, result.stderr[-3000:]
+    assert "File too large" in result.stderr
+    assert "the existing versions [1] are unchanged" in result.stderr
+    assert os.listdir(base_dir) == ["1"]
+    assert _file_digests(first) == before
+    _check_serves_like_cascade(first, model_dir)
+
+
+@pytest.mark.slow
+def test_tflite_export_on_full_disk(tmp_path):
+    model_dir = export_fixtures.write_model_dir(tmp_path / "run")
+    export_dir = tmp_path / "export"
+    paths = export.export_all(model_dir, str(export_dir), saved_model=False, variants=("float32",))
+    tflite_dir = os.path.dirname(paths["manifest"])
+    before = _file_digests(tflite_dir)
+
+    result = subprocess.run(
+        _export_command(model_dir, export_dir, "--nosaved_model", "--variants=float32"),
+        env=_environment(), preexec_fn=_limit_file_size(_EXPORT_FILE_SIZE_LIMIT),
+        capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode != 0
+    assert f"OSError: Writing the TFLite models for {tflite_dir} failed: " in result.stderr, result.stderr[-3000:]
+    assert f"{tflite_dir} is unchanged" in result.stderr
+    assert os.listdir(export_dir) == [export.TFLITE_DIR]
+    assert _file_digests(tflite_dir) == before
+    interpreter = Interpreter(model_path=paths["cascade_float32"])
+    interpreter.allocate_tensors()
