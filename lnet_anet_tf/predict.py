@@ -23,12 +23,13 @@ attributes whose probability is at least `--threshold`.
 An `anet_*.tflite` model reads each photo as a face crop (see `tflite_export`):
 its box is the whole photo and its localization score is null.
 
-A file that cannot be read as an image gets one line on stderr that names it
-and says why; the other files are still processed, and the exit code is 1.
+A file that cannot be read as an image gets one line on stderr with its path
+and the reason. The other files are still processed, and the exit code is 1.
 
-`--visualize=OUT_DIR` writes `<name>.png` per photo (see `visualize`). The
-heatmap is LNet_o's response map: the SavedModel's `predict_details` signature
-and the `cascade` TFLite models return it.
+`--visualize=OUT_DIR` writes `<file name>.png` per photo (see `visualize`), with
+`-2`, `-3` and so on after the file name when photos in different folders share
+it. The heatmap is LNet_o's response map: the SavedModel's `predict_details`
+signature and the `cascade` TFLite models return it.
 """
 
 from __future__ import annotations
@@ -238,8 +239,19 @@ def to_record(path: str, image: np.ndarray, outputs: dict, names: list, threshol
     }
 
 
-def write_visualization(out_dir: str, path: str, image: np.ndarray, outputs: dict, names) -> str:
-    """Draw one prediction into `<out_dir>/<file name>.png`; return the PNG's path."""
+def overlay_name(path: str, used: set) -> str:
+    """Return `<file name>.png`, or `<file name>-2.png` and so on when that name is taken."""
+    base = os.path.basename(path)
+    name, count = f"{base}.png", 1
+    while name in used:
+        count += 1
+        name = f"{base}-{count}.png"
+    used.add(name)
+    return name
+
+
+def write_visualization(out_dir: str, name: str, image: np.ndarray, outputs: dict, names) -> str:
+    """Draw one prediction into `<out_dir>/<name>`; return the PNG's path."""
     picture = visualize.render(
         image,
         outputs["face_box"],
@@ -250,7 +262,7 @@ def write_visualization(out_dir: str, path: str, image: np.ndarray, outputs: dic
         response_window=outputs.get("response_window"),
         top_k=FLAGS.top_k,
     )
-    target = os.path.join(out_dir, os.path.basename(path) + ".png")
+    target = os.path.join(out_dir, name)
     visualize.save_png(picture, target)
     return target
 
@@ -269,6 +281,7 @@ def main(argv):
         os.makedirs(FLAGS.visualize, exist_ok=True)
 
     failures = 0
+    overlay_names = set()
     for path in expand_paths(paths):
         try:
             contents, image = read_image(path, FLAGS.max_pixels)
@@ -283,7 +296,8 @@ def main(argv):
         record = to_record(path, image, outputs, predictor.names, FLAGS.threshold)
         print(json.dumps(record), flush=True)
         if FLAGS.visualize:
-            write_visualization(FLAGS.visualize, path, image, outputs, predictor.names)
+            name = overlay_name(path, overlay_names)
+            write_visualization(FLAGS.visualize, name, image, outputs, predictor.names)
 
     if failures:
         print(f"error: {failures} file(s) could not be processed.", file=sys.stderr, flush=True)

@@ -209,6 +209,12 @@ def test_read_image_rejects_oversized_photo_by_header(tmp_path):
     assert contents[:4] == b"\x89PNG"
 
 
+def test_overlay_names_stay_unique():
+    used = set()
+    names = [predict.overlay_name(path, used) for path in ("a/x.jpg", "b/x.jpg", "x.jpg", "y.jpg")]
+    assert names == ["x.jpg.png", "x.jpg-2.png", "x.jpg-3.png", "y.jpg.png"]
+
+
 def test_record_box_in_pixels():
     outputs = {
         "face_box": np.array([0.1, 0.2, 0.5, 0.9], np.float32),
