@@ -406,6 +406,7 @@ def _file_digests(directory) -> dict:
 _EXPORT_FILE_SIZE_LIMIT = 200_000
 
 
+@pytest.mark.slow
 def test_saved_model_export_on_full_disk(tmp_path):
     model_dir = export_fixtures.write_model_dir(tmp_path / "run")
     export_dir = tmp_path / "export"

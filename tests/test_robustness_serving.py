@@ -148,14 +148,6 @@ def test_predictor_max_pixels_flag(version_dir, tmp_path):
     assert f"more than max_pixels={limit}" in result["errors"][0]
 
 
-def test_predictor_on_folder_with_invalid_files(version_dir, tmp_path):
-    valid, invalid = predictor_runs.write_folder(str(tmp_path / "photos"), 40)
-
-    result = predictor_runs.run_predictor([tmp_path / "photos"], version_dir, str(tmp_path / "run"))
-
-    _check_predictor_run(result, valid, invalid)
-
-
 # Peak RSS may grow by this much from 100 to 1,000 files. Per-file state that is never
 # freed would add at least a few kilobytes per file, so 900 more files would show it.
 # The allowance covers allocator noise around the predictor's footprint of several
