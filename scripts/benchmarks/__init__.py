@@ -1,0 +1,1 @@
+"""The measurement groups that `scripts/benchmark.py` runs, one module per group."""
