@@ -23,9 +23,9 @@ class LNetConfig:
     pool_after: tuple = (True, True, False, False, True)
     fc_units: tuple = (4096, 4096)
     normalization: str = "lrn"  # "lrn", "batch_norm" or "none"
-    # Moving-average momentum of batch normalization. Keras's 0.99 needs several
-    # hundred steps before the moving statistics fit the weights; short runs
-    # (the demo preset) evaluate at the prior with it, so they use 0.9.
+    # Moving-average momentum of batch normalization. With Keras's 0.99 the moving
+    # statistics lag the weights for several hundred steps. Short runs (the demo
+    # preset) then evaluate at the label prior, so they use 0.9.
     batch_norm_momentum: float = 0.99
     dropout_rate: float = 0.5
     weight_decay: float = 5e-4

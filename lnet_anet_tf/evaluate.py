@@ -104,7 +104,7 @@ def write_results(results: dict, output_dir: str, *, dataset_kind: str, preset: 
 
 
 def summary_line(results: dict) -> str:
-    """One line for the log: the headline numbers."""
+    """Return the headline numbers as one line for the log."""
     parts = [
         f"mean accuracy {results['attributes']['mean_accuracy']:.4f}",
         f"mean balanced accuracy {results['attributes']['mean_balanced_accuracy']:.4f}",

@@ -46,7 +46,7 @@ def blank_response(model) -> tf.Tensor:
     """Return the [h, w] response map of `model` to a blank (mid-gray) input.
 
     Conv layers with zero padding, biases and batch normalization respond strongly
-    to the map borders and to flat regions such as the letterbox padding; in
+    to the map borders and to flat regions such as the letterbox padding. In
     trained LNets that response outweighed the person's. Subtracting the response
     to a blank image, whose every pixel is the padding value, cancels that part
     and leaves what the image content adds. On the demo preset this raised the

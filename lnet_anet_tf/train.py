@@ -115,7 +115,7 @@ def prepare_model_dir(model_dir: str, config: config_lib.Config, run_info: dict)
         if saved != resolved:
             changed = sorted(key for key in resolved if resolved[key] != saved.get(key))
             raise ValueError(
-                f"{model_dir} holds a run with a different config (differs in: "
+                f"{model_dir} contains a run with a different config (differs in: "
                 f"{', '.join(changed)}). Use a new --model_dir, or the same flags as "
                 f"that run (its config is {config_path})."
             )

@@ -377,4 +377,5 @@ def test_ensure_min_size_grows_collapsed_boxes():
     np.testing.assert_allclose(grown[0], [0.0, 0.9, 1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(grown[1], boxes[1], atol=1e-6)
     np.testing.assert_allclose(grown[2], [0.45, 0.45, 0.55, 0.55], atol=1e-6)
-    assert np.all(grown >= 0.0) and np.all(grown <= 1.0)
+    assert np.all(grown >= 0.0)
+    assert np.all(grown <= 1.0)

@@ -1,4 +1,4 @@
-"""What every stage reads: the config, the data, the model directory and the strategy."""
+"""The run context every stage reads: config, data, model directory and strategy."""
 
 from __future__ import annotations
 

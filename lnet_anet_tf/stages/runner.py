@@ -1,4 +1,4 @@
-"""Run one named stage, or skip it when its DONE.json says it finished."""
+"""Run one named stage, or skip it when its DONE.json exists."""
 
 from __future__ import annotations
 
