@@ -213,7 +213,8 @@ def read_image(path: str, max_pixels: int) -> tuple[bytes, np.ndarray]:
     except tf.errors.InvalidArgumentError:
         pass
     reason = images_lib.describe_invalid_image(path, max_pixels, size)
-    raise InvalidImageError(f"{path}: not a usable image: {reason}.")
+    hint = " Pass a larger --max_pixels if the file is trusted." if size is not None else ""
+    raise InvalidImageError(f"{path}: not a usable image: {reason}.{hint}")
 
 
 def to_record(path: str, image: np.ndarray, outputs: dict, names: list, threshold: float) -> dict:

@@ -139,8 +139,8 @@ def decodable(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
     """Return bool [batch]: whether each encoded image decodes and has at most `max_pixels`.
 
     The size is read from the header before decoding, so an oversized image
-    (a decompression bomb, for example) is never decoded. Formats whose header is
-    not parsed (WebP) are checked after decoding.
+    (a decompression bomb, for example) is never decoded. JPEG XL, whose header is
+    not parsed, is checked after decoding.
     """
     indices = tf.range(tf.size(image_bytes, out_type=tf.int64))
 

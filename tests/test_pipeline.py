@@ -585,9 +585,15 @@ def test_header_image_size_top_down_bmp(tmp_path):
 
 
 def test_header_image_size_unknown_format():
-    height, width = images.header_image_size(tf.constant(b"RIFF\x00\x00\x00\x00WEBP"))
+    # A JPEG XL codestream signature: its header is not parsed.
+    height, width = images.header_image_size(tf.constant(b"\xff\x0a" + bytes(30)))
 
     assert (int(height), int(width)) == (-1, -1)
+
+
+def test_header_image_size_rejects_webp_signature_alone():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid WebP header"):
+        images.header_image_size(tf.constant(b"RIFF\x00\x00\x00\x00WEBP"))
 
 
 def test_grayscale_png_becomes_rgb(tmp_path):

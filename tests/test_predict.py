@@ -11,6 +11,7 @@ import skimage.data
 from PIL import Image
 
 import export_fixtures
+import robustness_image_rss
 from lnet_anet_tf import attributes
 from lnet_anet_tf import export
 from lnet_anet_tf import predict
@@ -207,6 +208,20 @@ def test_read_image_rejects_oversized_photo_by_header(tmp_path):
     contents, image = predict.read_image(str(path), max_pixels=512 * 512)
     assert image.shape == (512, 512, 3)
     assert contents[:4] == b"\x89PNG"
+
+
+def test_read_image_rejects_webp_bomb_by_header(tmp_path):
+    # A 34-byte lossless WebP that decodes to 16383x16383 black pixels.
+    path = tmp_path / "bomb.webp"
+    path.write_bytes(robustness_image_rss.lossless_bomb())
+
+    with pytest.raises(predict.InvalidImageError) as raised:
+        predict.read_image(str(path), max_pixels=predict.images_lib.DEFAULT_MAX_PIXELS)
+
+    message = str(raised.value)
+    assert message.startswith(f"{path}: not a usable image: the image is 16383x16383 = 268.4 megapixels")
+    assert f"more than max_pixels={predict.images_lib.DEFAULT_MAX_PIXELS}" in message
+    assert "Pass a larger --max_pixels if the file is trusted." in message
 
 
 def test_overlay_names_stay_unique():

@@ -13,6 +13,7 @@ would move every annotation of a rotated photo.
 import io
 import logging
 import os
+import re
 import struct
 import zlib
 
@@ -25,7 +26,10 @@ from lnet_anet_tf import attributes
 from lnet_anet_tf import preprocessing
 from lnet_anet_tf.data import images
 from lnet_anet_tf.data import pipeline
+from lnet_anet_tf.data import webp_header
 from lnet_anet_tf.data.table import CelebATable
+
+import robustness_image_rss
 
 SIDE = 32
 _LEVEL = 1 / 127.5  # one uint8 level after `preprocessing.normalize`
@@ -94,6 +98,30 @@ def _with_little_endian_size(contents: bytes, offset: int, fmt: str, width: int,
     return contents[:offset] + size + contents[offset + len(size) :]
 
 
+def _with_lossy_webp_size(contents: bytes, width: int, height: int) -> bytes:
+    """Rewrite the 14-bit sizes of a simple lossy WebP's 'VP8 ' frame header (offsets 26, 28)."""
+    assert contents[12:16] == b"VP8 "
+    return _with_little_endian_size(contents, 26, "<HH", width, height)
+
+
+def _with_webp_canvas_size(contents: bytes, width: int, height: int) -> bytes:
+    """Rewrite the canvas size of a 'VP8X' WebP: two uint24 sizes minus one from offset 24."""
+    assert contents[12:16] == b"VP8X"
+    size = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return contents[:24] + size + contents[30:]
+
+
+def _alpha_gradient(height: int = SIDE, width: int = SIDE) -> Image.Image:
+    """Return an RGBA image whose alpha grows down the rows."""
+    alpha = (np.arange(height)[:, None] * 255 // height + np.zeros((1, width))).astype(np.uint8)
+    return Image.fromarray(np.dstack([_gradient(height, width), alpha]))
+
+
+def _animated_webp(frame: Image.Image, **options) -> bytes:
+    second = frame.transpose(Image.Transpose.ROTATE_180)
+    return _encode(frame, "WEBP", save_all=True, append_images=[second], duration=100, **options)
+
+
 # ---------------------------------------------------------------------------
 # Valid files in unusual encodings: (file name, bytes, expected uint8 RGB, tolerance
 # in uint8 levels). JPEG decoders differ by a few levels from Pillow's.
@@ -120,6 +148,11 @@ def _valid_cases():
         ("rgba.png", _encode(image.convert("RGBA"), "PNG"), rgb, 0),
         ("frames.gif", _encode(palette, "GIF", save_all=True, append_images=[palette]), None, 0),
         ("lossless.webp", _encode(image, "WEBP", lossless=True), rgb, 0),
+        ("lossy.webp", _encode(image, "WEBP", quality=90), None, 2),
+        # A 'VP8X' file with an 'ALPH' chunk, and an animation with alpha. TensorFlow
+        # decodes both only to RGBA.
+        ("alpha.webp", _encode(_alpha_gradient(), "WEBP", quality=90, exact=True), None, 2),
+        ("animated_alpha.webp", _animated_webp(_alpha_gradient(), lossless=True, exact=True), None, 0),
     ]
     resolved = []
     for name, contents, expected, tolerance in cases:
@@ -146,8 +179,11 @@ def exif_rotated_jpeg() -> tuple[bytes, np.ndarray]:
 
 
 def _invalid_cases():
-    jpeg = _encode(Image.fromarray(_gradient()), "JPEG", quality=95)
-    png = _encode(Image.fromarray(_gradient()), "PNG")
+    image = Image.fromarray(_gradient())
+    jpeg = _encode(image, "JPEG", quality=95)
+    png = _encode(image, "PNG")
+    lossy_webp = _encode(image, "WEBP", quality=90)
+    lossless_webp = _encode(image, "WEBP", lossless=True)
     return [
         ("empty.jpg", b"", "the file is empty"),
         ("half.jpg", jpeg[: len(jpeg) // 2], "probably truncated"),
@@ -156,6 +192,11 @@ def _invalid_cases():
         ("no_iend.png", png[:-12], "probably truncated"),
         ("text.jpg", b"this is not an image\n", "is not a JPEG, PNG"),
         ("corrupt.png", png[:41] + bytes(20) + png[61:], "decoder rejected the data"),
+        ("header_cut.webp", lossy_webp[:25], "the WebP header is truncated: the file ends after 25 bytes"),
+        ("no_start_code.webp", lossy_webp[:23] + b"\x00\x00\x00" + lossy_webp[26:],
+         "where the start code 9d 01 2a must be"),
+        ("half.webp", lossless_webp[: len(lossless_webp) // 2], "probably truncated"),
+        ("animated_no_alpha.webp", _animated_webp(image, lossless=True), "animated WebP without alpha"),
     ]
 
 
@@ -166,12 +207,19 @@ def _bomb_cases():
     """Files whose header declares a huge size but whose data is that of a 32x32 image.
 
     Decoding one would fail on the data, or allocate gigabytes, so the header size
-    in the message shows that the file was rejected without being decoded.
+    in the message shows that the file was rejected without being decoded. The
+    lossless WebP is a real bomb: its 34 bytes decode to 16383x16383 black pixels,
+    and `test_webp_bomb_memory_bounded` shows that it is not decoded.
     """
     image = Image.fromarray(_gradient())
     bmp = _encode(image, "BMP")
     gif = _encode(image.convert("P"), "GIF")
+    lossy_webp = _encode(image, "WEBP", quality=90)
+    extended_webp = _encode(_alpha_gradient(), "WEBP", quality=90)
     return [
+        ("bomb_lossy.webp", _with_lossy_webp_size(lossy_webp, 16_383, 16_383), "16383x16383"),
+        ("bomb_lossless.webp", robustness_image_rss.lossless_bomb(), "16383x16383"),
+        ("bomb_extended.webp", _with_webp_canvas_size(extended_webp, 100_000, 100_000), "100000x100000"),
         ("bomb.png", _with_png_size(_encode(image, "PNG"), 100_000, 100_000), "100000x100000"),
         ("bomb.jpg", _with_jpeg_size(_encode(image, "JPEG"), 65_000, 65_000), "65000x65000"),
         ("bomb_progressive.jpg",
@@ -370,7 +418,7 @@ def test_header_bomb_skipped_without_decoding(skip_run, name, contents, size):
     assert f"more than max_pixels={images.DEFAULT_MAX_PIXELS}" in warnings[0]
 
 
-@pytest.mark.parametrize("name", ["bomb.png", "bomb.jpg"])
+@pytest.mark.parametrize("name", ["bomb.png", "bomb.jpg", "bomb_lossless.webp"])
 def test_header_bomb_raises_naming_it(tmp_path, name):
     contents, size = next((case[1], case[2]) for case in BOMB_CASES if case[0] == name)
     path = write_file(tmp_path, name, contents)
@@ -404,10 +452,138 @@ def test_max_pixels_parameter_is_the_limit(tmp_path):
     assert _read_all([path], max_pixels=SIDE * SIDE - 1, on_bad_example="skip") == []
 
 
-def test_max_pixels_checked_after_decoding_webp(tmp_path):
-    # WebP headers are not parsed, so the size is checked once the image is decoded.
+def test_max_pixels_limits_webp(tmp_path):
     contents = next(case[1] for case in VALID_CASES if case[0] == "lossless.webp")
     path = write_file(tmp_path, "lossless.webp", contents)
 
+    assert len(_read_all([path], max_pixels=SIDE * SIDE)) == 1
     with pytest.raises(images.InvalidImageError, match=f"32x32 .* more than max_pixels={SIDE * SIDE - 1}"):
         _read_all([path], max_pixels=SIDE * SIDE - 1)
+
+
+# Peak RSS growth allowed while the 34-byte lossless WebP bomb is rejected. Decoding
+# it raised the peak by 932 MiB before its header was parsed, and rejecting it from
+# the header by about 4 MiB (`python tests/robustness_image_rss.py`).
+_BOMB_RSS_GROWTH_BOUND = 64 * 2**20
+
+
+def test_webp_bomb_memory_bounded(tmp_path):
+    path = write_file(tmp_path, "bomb.webp", robustness_image_rss.lossless_bomb())
+
+    measured = robustness_image_rss.measure(path)
+
+    assert measured["examples"] == 0
+    assert len(measured["warnings"]) == 1, measured
+    assert f"{path}: the image is 16383x16383 = 268.4 megapixels" in measured["warnings"][0]
+    assert measured["rss_growth_bytes"] < _BOMB_RSS_GROWTH_BOUND, measured
+
+
+# ---------------------------------------------------------------------------
+# WebP headers: the size that `webp_header` reads in Python and in TensorFlow.
+
+
+def _webp_size_cases():
+    """Real Pillow files of 41x23 pixels (width x height): (name, bytes, first chunk)."""
+    width, height = 41, 23
+    image = Image.fromarray(_gradient(height, width))
+    alpha = _alpha_gradient(height, width)
+    exif = Image.Exif()
+    exif[0x010E] = "a description"  # ImageDescription, which moves the file to 'VP8X'
+    return [
+        ("lossy", _encode(image, "WEBP", quality=90), b"VP8 "),
+        ("lossless", _encode(image, "WEBP", lossless=True), b"VP8L"),
+        ("lossless_alpha", _encode(alpha, "WEBP", lossless=True), b"VP8L"),
+        ("lossy_alpha", _encode(alpha, "WEBP", quality=90), b"VP8X"),
+        ("lossy_exif", _encode(image, "WEBP", quality=90, exif=exif), b"VP8X"),
+        ("animated_alpha", _animated_webp(alpha, lossless=True), b"VP8X"),
+    ]
+
+
+WEBP_SIZE_CASES = _webp_size_cases()
+
+
+def _tensor_size(contents: bytes) -> tuple[int, int]:
+    height, width = images.header_image_size(tf.constant(contents))
+    return int(height), int(width)
+
+
+@pytest.mark.parametrize("name, contents, chunk", WEBP_SIZE_CASES, ids=[case[0] for case in WEBP_SIZE_CASES])
+def test_webp_header_size_matches_real_size(name, contents, chunk):
+    width, height = Image.open(io.BytesIO(contents)).size
+
+    assert contents[12:16] == chunk
+    assert (width, height) == (41, 23)
+    assert webp_header.parse_size(contents) == (height, width)
+    assert _tensor_size(contents) == (height, width)
+
+
+@pytest.mark.parametrize(
+    "width, height",
+    [(1, 1), (robustness_image_rss.MAX_LOSSLESS_SIDE, 1), (1, robustness_image_rss.MAX_LOSSLESS_SIDE), (12_345, 6_789)],
+)
+def test_webp_lossless_size_fields(width, height):
+    contents = robustness_image_rss.with_lossless_size(robustness_image_rss.solid_lossless_webp(), width, height)
+
+    assert webp_header.parse_size(contents) == (height, width)
+    assert _tensor_size(contents) == (height, width)
+
+
+@pytest.mark.parametrize("width, height", [(1, 1), (2**24, 1), (1, 2**24), (300_000, 70_000)])
+def test_webp_canvas_size_fields(width, height):
+    extended = next(case[1] for case in WEBP_SIZE_CASES if case[0] == "lossy_alpha")
+    contents = _with_webp_canvas_size(extended, width, height)
+
+    assert webp_header.parse_size(contents) == (height, width)
+    assert _tensor_size(contents) == (height, width)
+
+
+@pytest.mark.parametrize("name", ["lossy", "lossless", "lossy_alpha"])
+def test_webp_header_cut_raises_clear_error(name):
+    contents = next(case[1] for case in WEBP_SIZE_CASES if case[0] == name)
+
+    for length in range(webp_header.HEADER_LENGTH):
+        cut = contents[:length]
+        with pytest.raises(webp_header.WebPHeaderError) as raised:
+            webp_header.parse_size(cut)
+        if length < 12:
+            assert "does not start with the WebP signature" in str(raised.value)
+            # Not a WebP file for TensorFlow either, so no size is read.
+            assert _tensor_size(cut) == (-1, -1)
+        else:
+            assert f"the WebP header is truncated: the file ends after {length} bytes" in str(raised.value)
+            with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid WebP header"):
+                _tensor_size(cut)
+
+
+def _replace(contents: bytes, offset: int, data: bytes) -> bytes:
+    return contents[:offset] + data + contents[offset + len(data) :]
+
+
+def _malformed_webp_cases():
+    lossy, lossless = (next(case[1] for case in WEBP_SIZE_CASES if case[0] == name) for name in ("lossy", "lossless"))
+    return [
+        ("unknown_first_chunk", _replace(lossy, 12, b"ALPH"), "the first chunk is 'ALPH', but it must be"),
+        ("no_start_code", _replace(lossy, 23, b"\x9d\x01\x2b"), "has 9d 01 2b where the start code 9d 01 2a"),
+        ("zero_width", _replace(lossy, 26, b"\x00\xc0"), "gives the size 0x23, and neither side may be 0"),
+        ("no_signature", _replace(lossless, 20, b"\x2e"), "starts with 0x2e, not the signature 0x2f"),
+        ("version_1", _replace(lossless, 24, bytes([lossless[24] | 0x20])), "has version 1"),
+    ]
+
+
+MALFORMED_WEBP_CASES = _malformed_webp_cases()
+
+
+@pytest.mark.parametrize(
+    "name, contents, reason", MALFORMED_WEBP_CASES, ids=[case[0] for case in MALFORMED_WEBP_CASES]
+)
+def test_malformed_webp_header_raises_clear_error(tmp_path, name, contents, reason):
+    with pytest.raises(webp_header.WebPHeaderError, match=re.escape(reason)):
+        webp_header.parse_size(contents)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid WebP header"):
+        _tensor_size(contents)
+
+    path = write_file(tmp_path, f"{name}.webp", contents)
+    with pytest.raises(images.InvalidImageError) as raised:
+        _read_all([path])
+    assert f"Invalid image file {path}: the WebP header is malformed: " in str(raised.value)
+    assert reason in str(raised.value)

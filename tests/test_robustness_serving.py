@@ -146,6 +146,7 @@ def test_predictor_max_pixels_flag(version_dir, tmp_path):
     assert result["returncode"] == 1
     assert result["records"] == []
     assert f"more than max_pixels={limit}" in result["errors"][0]
+    assert "Pass a larger --max_pixels if the file is trusted." in result["errors"][0]
 
 
 # Peak RSS may grow by this much from 100 to 1,000 files. Per-file state that is never

@@ -11,9 +11,9 @@ an `InvalidArgumentError` whose message names the file and says why it is invali
 files (`on_bad_example="skip"`). The reason comes from `describe_invalid_image`,
 which inspects the file again in Python. It runs only for invalid files.
 
-Before decoding, the image size is read from the header (JPEG, PNG, GIF and BMP), and
-an image above `max_pixels` is rejected without being decoded, which guards against
-decompression bombs.
+Before decoding, the image size is read from the header (JPEG, PNG, GIF, BMP and
+WebP), and an image above `max_pixels` is rejected without being decoded, which
+guards against decompression bombs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Iterator, Optional
 from absl import logging
 import numpy as np
 import tensorflow as tf
+
+from lnet_anet_tf.data import webp_header
 
 # Images above this many pixels are rejected. 40 megapixels fits a full-resolution
 # camera photo, while a crafted PNG header can declare up to 2^31 x 2^31 pixels.
@@ -71,10 +73,27 @@ def decode_image(contents: tf.Tensor) -> tf.Tensor:
     TensorFlow 2.21, WebP and JPEG XL.
 
     Grayscale images are repeated over the three channels and an alpha channel is
-    dropped, as Pillow's `convert("RGB")` does. An animated GIF gives its first frame.
+    dropped, as Pillow's `convert("RGB")` does. An animated GIF or WebP gives its
+    first frame.
     """
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    # TensorFlow 2.21 decodes a WebP that declares alpha only to RGBA: asking for 3
+    # channels raises "Number of channels requested does not match input". Such a
+    # file is decoded to RGBA and the alpha dropped. The channel count stays
+    # explicit, because with channels=0 TensorFlow 2.21 writes the RGBA frames of an
+    # animated WebP without alpha into an RGB buffer and corrupts the heap.
+    has_alpha = webp_header.declares_alpha(_leading_bytes(contents))
+    image = tf.cond(
+        has_alpha,
+        lambda: tf.io.decode_image(contents, channels=4, expand_animations=False)[..., :3],
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
     return tf.ensure_shape(image, [None, None, 3])
+
+
+def _leading_bytes(contents: tf.Tensor, count: int = 32) -> tf.Tensor:
+    """Return the first `count` bytes of a file as int64 [count], zero-padded past its end."""
+    padded = tf.strings.join([tf.strings.substr(contents, 0, count), b"\0" * count])
+    return tf.cast(tf.io.decode_raw(padded, tf.uint8)[:count], tf.int64)
 
 
 # Leading bytes of the formats whose size `header_image_size` reads, in its order.
@@ -128,14 +147,13 @@ def _placeholder_jpeg() -> bytes:
 def header_image_size(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Return (height, width) as int64 from the header of an encoded image.
 
-    Reads JPEG (with `tf.image.extract_jpeg_shape`), PNG, GIF and BMP headers, and
-    returns (-1, -1) for other formats. Raises InvalidArgumentError when a JPEG header
-    is malformed. The ops have no branches: tf.data runs this for every example, and
-    gathers from fixed byte positions cost less than conditionals there.
+    Reads JPEG (with `tf.image.extract_jpeg_shape`), PNG, GIF, BMP and WebP
+    headers, and returns (-1, -1) for other formats. Raises InvalidArgumentError
+    when a JPEG or WebP header is truncated or malformed, so that such a file is
+    never decoded. The ops have no branches: tf.data runs this for every example,
+    and gathers from fixed byte positions cost less than conditionals there.
     """
-    # Zero padding makes the first 32 bytes readable even in a shorter file.
-    header = tf.strings.join([tf.strings.substr(contents, 0, 32), b"\0" * 32])
-    header_bytes = tf.cast(tf.io.decode_raw(header, tf.uint8)[:32], tf.int64)
+    header_bytes = _leading_bytes(contents)
 
     is_format = tf.reduce_all(
         tf.equal(header_bytes[:8] * _MAGIC_MASKS, _MAGIC_BYTES), axis=1
@@ -153,10 +171,23 @@ def header_image_size(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     jpeg_input = tf.where(is_format[0], contents, _placeholder_jpeg())
     jpeg_size = tf.cast(tf.image.extract_jpeg_shape(jpeg_input)[:2], tf.int64)
 
-    sizes = tf.concat([jpeg_size[tf.newaxis], field_values, [[-1, -1]]], axis=0)
+    is_webp = webp_header.signature_matches(header_bytes)
+    webp_size, webp_is_valid = webp_header.size_tensor(
+        header_bytes, tf.strings.length(contents, unit="BYTE")
+    )
+    webp_check = tf.debugging.Assert(
+        tf.logical_or(tf.logical_not(is_webp), webp_is_valid),
+        ["Invalid WebP header: the file ends inside it, or its first chunk is not a "
+         "valid 'VP8 ', 'VP8L' or 'VP8X' chunk."],
+    )
+
+    sizes = tf.concat(
+        [jpeg_size[tf.newaxis], field_values, webp_size[tf.newaxis], [[-1, -1]]], axis=0
+    )
     # The first matching format, or the last row (-1, -1) when none matches.
-    candidates = tf.concat([tf.cast(is_format, tf.int32), [1]], axis=0)
-    size = sizes[tf.argmax(candidates, output_type=tf.int32)]
+    candidates = tf.concat([tf.cast(is_format, tf.int32), [tf.cast(is_webp, tf.int32), 1]], axis=0)
+    with tf.control_dependencies([webp_check]):
+        size = tf.identity(sizes[tf.argmax(candidates, output_type=tf.int32)])
     return size[0], size[1]
 
 
@@ -199,8 +230,8 @@ def _load_example(example: dict, max_pixels: int) -> dict:
     header_height, header_width = header_image_size(contents)
 
     # A file whose header is above max_pixels is never decoded, which stops
-    # decompression bombs. The 1x1 placeholder is decoded in its place. Formats without a
-    # parsed header (WebP, JPEG XL) are checked after decoding.
+    # decompression bombs. The 1x1 placeholder is decoded in its place. JPEG XL,
+    # whose header is not parsed, is checked after decoding.
     too_large_in_header = header_height * header_width > max_pixels
     image = decode_image(tf.where(too_large_in_header, _placeholder_jpeg(), contents))
     decoded_shape = tf.shape(image, out_type=tf.int64)
@@ -374,6 +405,10 @@ def describe_invalid_image(
         )
     if image_format == "PNG" and b"IEND" not in contents[-12:]:
         return "the PNG data ends without its IEND chunk, so the file is probably truncated"
+    if image_format == "WebP":
+        reason = _describe_invalid_webp(contents)
+        if reason:
+            return reason
 
     try:
         decode_image(contents)
@@ -388,6 +423,27 @@ def describe_invalid_image(
     )
 
 
+def _describe_invalid_webp(contents: bytes) -> Optional[str]:
+    """Return what is wrong with a WebP file's header or length, or None."""
+    try:
+        webp_header.parse_size(contents)
+    except webp_header.WebPHeaderError as error:
+        return str(error)
+    # The RIFF header stores the length of the rest of the file.
+    expected_length = 8 + int.from_bytes(contents[4:8], "little")
+    if len(contents) < expected_length:
+        return (
+            f"the WebP data ends after {len(contents)} bytes, but its RIFF header gives "
+            f"{expected_length}, so the file is probably truncated"
+        )
+    if webp_header.is_animation_without_alpha(contents):
+        return (
+            "the file is an animated WebP without alpha, which TensorFlow 2.21 cannot "
+            "decode, so save its first frame as a still image or re-encode it with alpha"
+        )
+    return None
+
+
 def _sniff_format(contents: bytes) -> Optional[str]:
     if contents.startswith(b"\xff\xd8\xff"):
         return "JPEG"
@@ -397,7 +453,7 @@ def _sniff_format(contents: bytes) -> Optional[str]:
         return "GIF"
     if contents.startswith(b"BM"):
         return "BMP"
-    if contents.startswith(b"RIFF") and contents[8:12] == b"WEBP":
+    if webp_header.is_webp(contents):
         return "WebP"
     if contents.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
         return "JPEG XL"
