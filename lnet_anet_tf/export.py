@@ -15,7 +15,9 @@ and by default the export takes 1 + the highest version already in the folder
 (1 in an empty one). An existing version is never overwritten. Each version is
 written into a temporary folder beside it (named `.tmp-...`, which TF Serving
 does not load) and renamed when complete, so a crash leaves no half-written
-version. The `tflite` folder is replaced as a whole in the same way.
+version. The `tflite` folder is replaced as a whole in the same way. Each export
+first deletes the temporary folders that killed exports left in the folder it
+writes to (see `export_staging`).
 
 The int8 variants and quantization-aware training read training images: the CLI
 reads the table from `--data_dir`, or from the data directory recorded in the
@@ -27,8 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -39,6 +39,7 @@ from absl import logging
 
 from lnet_anet_tf import attributes
 from lnet_anet_tf import export_data
+from lnet_anet_tf import export_staging
 from lnet_anet_tf import serving
 from lnet_anet_tf import tflite_export
 from lnet_anet_tf import trained
@@ -56,6 +57,13 @@ DEFAULT_QAT_IMAGES = 2000
 DEFAULT_QAT_EPOCHS = 2
 
 _VERSION_PATTERN = re.compile(r"^[0-9]+$")
+
+# Tags of the staging folders (`.tmp-<tag>-<random>`) in the SavedModel base folder
+# (the version being written) and in the export folder. `old` folders held the
+# replaced `tflite` folder in earlier versions of this module.
+_SAVED_MODEL_STAGING_TAGS = "[0-9]+"
+_TFLITE_STAGING_TAG = "tflite"
+_TFLITE_STAGING_TAGS = "tflite|old"
 
 
 def saved_model_base(export_dir: str) -> str:
@@ -93,9 +101,8 @@ def export_saved_model(cascade: Cascade, export_dir: str, version: Optional[int]
             f"to write version {next_version(base_dir)}."
         )
 
-    os.makedirs(base_dir, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
-    try:
+    export_staging.remove_stale(base_dir, _SAVED_MODEL_STAGING_TAGS)
+    with export_staging.staging_folder(base_dir, str(version)) as temporary:
         names_dir = os.path.join(temporary, "source")
         os.makedirs(names_dir)
         names_path = os.path.join(names_dir, ATTRIBUTE_NAMES_FILENAME)
@@ -116,8 +123,6 @@ def export_saved_model(cascade: Cascade, export_dir: str, version: Optional[int]
                 "export again."
             ) from error
         os.rename(model_dir, version_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     logging.info("Wrote SavedModel version %d to %s.", version, version_dir)
     return version_dir
 
@@ -182,12 +187,13 @@ def export_tflite(
         )
 
     target = os.path.join(export_dir, TFLITE_DIR)
-    os.makedirs(export_dir, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".tmp-tflite-", dir=export_dir)
-    try:
+    export_staging.remove_stale(export_dir, _TFLITE_STAGING_TAGS)
+    with export_staging.staging_folder(export_dir, _TFLITE_STAGING_TAG) as staging:
+        models_dir = os.path.join(staging, TFLITE_DIR)
+        os.makedirs(models_dir)
         try:
             written = tflite_export.write_tflite_models(
-                temporary, cascade, variants, canvas_side,
+                models_dir, cascade, variants, canvas_side,
                 calibration_canvases, calibration_faces, qat_cascade,
             )
         except OSError as error:
@@ -206,12 +212,10 @@ def export_tflite(
             "qat": {"images": qat_images, "epochs": qat_epochs} if qat_cascade else None,
             "files": sorted(os.path.basename(path) for path in written.values()),
         }
-        with open(os.path.join(temporary, MANIFEST_FILENAME), "w", encoding="utf-8") as file:
+        with open(os.path.join(models_dir, MANIFEST_FILENAME), "w", encoding="utf-8") as file:
             json.dump(manifest, file, indent=2, sort_keys=True)
             file.write("\n")
-        _replace_directory(temporary, target)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        _replace_directory(models_dir, target, backup=os.path.join(staging, "old"))
 
     paths = {name: os.path.join(target, os.path.basename(path)) for name, path in written.items()}
     paths["manifest"] = os.path.join(target, MANIFEST_FILENAME)
@@ -227,15 +231,21 @@ def _write_error_reason(error: Exception) -> str:
     return re.sub(r"\s*\[Op:\w+\]$", "", reason)
 
 
-def _replace_directory(source: str, target: str) -> None:
-    """Move `source` to `target`, replacing an existing `target` only once `source` is complete."""
-    backup = None
-    if os.path.exists(target):
-        backup = tempfile.mkdtemp(prefix=".tmp-old-", dir=os.path.dirname(target))
-        os.rename(target, os.path.join(backup, "old"))
-    os.rename(source, target)
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)
+def _replace_directory(source: str, target: str, backup: str) -> None:
+    """Move `source` to `target`, moving an existing `target` to `backup` first.
+
+    `backup` must not exist and must be on the same file system. When the second
+    rename fails, the old `target` is moved back before the error propagates.
+    """
+    if not os.path.exists(target):
+        os.rename(source, target)
+        return
+    os.rename(target, backup)
+    try:
+        os.rename(source, target)
+    except OSError:
+        os.rename(backup, target)
+        raise
 
 
 def quantization_aware_cascade(

@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import export_fixtures
+import robustness_image_rss
 from lnet_anet_tf import attributes
 from lnet_anet_tf import export
 from lnet_anet_tf import trained
@@ -213,9 +214,12 @@ def test_bad_items_do_not_fail_batch(loaded, cascade, astronaut_jpeg):
 
 def test_oversized_header_is_invalid(cascade, tmp_path):
     png = encode(skimage.data.astronaut()[:64, :64], "PNG")
+    webp_bomb = robustness_image_rss.lossless_bomb()  # 34 bytes, 16383x16383 pixels
     module = export.serving.ServingModule(cascade, str(tmp_path / "names.txt"), max_pixels=32 * 32)
-    outputs = module.serve_image_bytes(tf.constant([png, encode(np.zeros((8, 8, 3), np.uint8), "PNG")]))
-    assert outputs["valid"].numpy().tolist() == [False, True]
+    outputs = module.serve_image_bytes(
+        tf.constant([png, webp_bomb, encode(np.zeros((8, 8, 3), np.uint8), "PNG")])
+    )
+    assert outputs["valid"].numpy().tolist() == [False, False, True]
 
 
 def test_empty_batch(loaded):
@@ -303,6 +307,99 @@ def test_failed_save_leaves_no_version(cascade, tmp_path, monkeypatch):
 
     base = export.saved_model_base(str(tmp_path))
     assert os.listdir(base) == []
+
+
+# Keeps a staging folder locked, as an export does while it writes, until the process ends.
+_HOLD_STAGING_FOLDER = """
+import sys, time
+from lnet_anet_tf import export_staging
+with export_staging.staging_folder(sys.argv[1], sys.argv[2]) as folder:
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def _start_writer(parent, tag: str):
+    """Start a process that keeps a locked staging folder in `parent`; return it and the folder."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_STAGING_FOLDER, str(parent), tag],
+        stdout=subprocess.PIPE, text=True,
+    )
+    folder = process.stdout.readline().strip()
+    assert os.path.isdir(folder), folder
+    return process, folder
+
+
+def test_export_removes_staging_of_killed_writer(cascade, tmp_path):
+    export_dir = tmp_path / "export"
+    base = export.saved_model_base(str(export_dir))
+    killed, killed_folder = _start_writer(base, "1")
+    os.makedirs(os.path.join(killed_folder, "model", "variables"))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live, live_folder = _start_writer(base, "1")
+    try:
+        version_dir = export.export_saved_model(cascade, str(export_dir))
+
+        assert version_dir == os.path.join(base, "1")
+        assert not os.path.exists(killed_folder)
+        assert os.path.exists(os.path.join(live_folder, export.export_staging.LOCK_FILENAME))
+        assert sorted(os.listdir(base)) == sorted(["1", os.path.basename(live_folder)])
+    finally:
+        live.kill()
+        live.wait()
+    # Once its writer is gone, the folder that was kept is stale too.
+    assert export.export_staging.remove_stale(base, "[0-9]+") == [live_folder]
+
+
+def test_tflite_export_removes_stale_staging(cascade, model_dir, tmp_path):
+    export_dir = tmp_path / "export"
+    killed, killed_folder = _start_writer(export_dir, "tflite")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    first = export.export_tflite(cascade, model_dir, str(export_dir), None, variants=[])
+
+    second = export.export_tflite(cascade, model_dir, str(export_dir), None, variants=[])
+
+    assert not os.path.exists(killed_folder)
+    assert second == first
+    assert os.listdir(export_dir) == [export.TFLITE_DIR]
+    assert sorted(os.listdir(export_dir / export.TFLITE_DIR)) == ["labels.txt", export.MANIFEST_FILENAME]
+
+
+def _make_folder(parent, name: str, age_seconds: float = 0.0) -> str:
+    path = os.path.join(str(parent), name)
+    os.makedirs(path)
+    if age_seconds:
+        changed = time.time() - age_seconds
+        os.utime(path, (changed, changed))
+    return path
+
+
+def test_remove_stale_keeps_what_it_does_not_own(tmp_path):
+    staging = export.export_staging
+    hour = 3600.0
+    unlocked_old = _make_folder(tmp_path, ".tmp-tflite-abc123", age_seconds=hour)
+    legacy_backup = _make_folder(tmp_path, ".tmp-old-zz_9", age_seconds=hour)
+    kept = [
+        _make_folder(tmp_path, ".tmp-tflite-new456"),  # no lock file yet, but just created
+        _make_folder(tmp_path, ".tmp-other-abc123", age_seconds=hour),
+        _make_folder(tmp_path, ".tmp-tflite-ABC123", age_seconds=hour),
+        _make_folder(tmp_path, "tflite", age_seconds=hour),
+        _make_folder(tmp_path, ".tmp-tflite-", age_seconds=hour),
+    ]
+    (tmp_path / ".tmp-tflite-file1").write_bytes(b"a file, not a folder")
+    outside = _make_folder(tmp_path / "outside", "data", age_seconds=hour)
+    os.symlink(outside, tmp_path / ".tmp-tflite-link1")
+
+    removed = staging.remove_stale(str(tmp_path), "tflite|old")
+
+    assert removed == [legacy_backup, unlocked_old]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(path) for path in kept] + [".tmp-tflite-file1", ".tmp-tflite-link1", "outside"]
+    )
+    assert os.path.isdir(outside)
+    assert staging.remove_stale(str(tmp_path / "missing"), "tflite") == []
 
 
 EXPORT_COMMAND = [sys.executable, "-m", "lnet_anet_tf.export"]

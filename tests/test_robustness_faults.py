@@ -300,6 +300,8 @@ def test_kill_during_export_reruns_export(reference):
     assert not _RESUME_LINE.findall(output), at_kill
     assert (model_dir / "export" / "DONE.json").exists()
     assert export.existing_versions(str(base_dir)) == [1]
+    # The rerun removed the temporary folder that the killed export left.
+    assert os.listdir(base_dir) == ["1"]
     version_dir = base_dir / "1"
     assert (version_dir / "saved_model.pb").exists()
     manifest = json.loads((model_dir / "export" / export.TFLITE_DIR / export.MANIFEST_FILENAME).read_text())
