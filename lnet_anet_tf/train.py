@@ -2,6 +2,7 @@
 
     python -m lnet_anet_tf.train                      # synthetic data, demo preset
     python -m lnet_anet_tf.train --data_dir=CELEBA    # real CelebA, paper preset
+    python -m lnet_anet_tf.train --data_dir=CELEBA --tfrecord_dir=SHARDS/wild,SHARDS/aligned
 
 Stages run in this order; `--stages` picks a subset, and a stage that finished in
 `--model_dir` is skipped when the same command runs again:
@@ -16,7 +17,8 @@ Stages run in this order; `--stages` picks a subset, and a stage that finished i
 8. export           SavedModel for TF Serving and TFLite models
 
 Box labels are read by `evaluate` only. A killed run resumes from its last
-checkpoint when the same command runs again.
+checkpoint when the same command runs again. With `--tfrecord_dir`, stages 2 to 6
+read images from the shards of scripts/convert_to_tfrecords.py (`stages.inputs`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ flags.DEFINE_enum(
     "Read CelebA from this prepared TFDS dataset in --tfds_data_dir instead of --data_dir. "
     "It is copied once into a CelebA folder under --cache_dir. celeb_a (aligned crops "
     "only) feeds pretrain_lnet and pretrain_anet only.",
+)
+flags.DEFINE_list(
+    "tfrecord_dir", [],
+    "TFRecord folders written by scripts/convert_to_tfrecords.py from the same data, "
+    "comma-separated, one per image kind (--image=wild, --image=aligned). The training "
+    "stages and fit_svm then read images from the shards instead of the image files; "
+    "evaluate and export still read image files.",
 )
 flags.DEFINE_bool("add_aligned", False, "Also fine-tune ANet on the aligned training images.")
 flags.DEFINE_string("export_dir", None, "Where the export stage writes. Default: <model_dir>/export.")
@@ -165,6 +174,21 @@ def load_data(config: config_lib.Config) -> tuple:
     return table, object_source or "", kind, data_dir
 
 
+def open_tfrecords(table) -> dict:
+    """Return image kind -> the checked shards of --tfrecord_dir (empty without the flag)."""
+    if not FLAGS.tfrecord_dir:
+        return {}
+    from lnet_anet_tf.stages import inputs
+
+    try:
+        shards = inputs.open_tfrecord_dirs(FLAGS.tfrecord_dir, table, FLAGS.stages, FLAGS.add_aligned)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(str(error)) from error
+    for kind, source in sorted(shards.items()):
+        logging.info("Reading %s images from %d TFRecord files in %s.", kind, len(source.paths), source.directory)
+    return shards
+
+
 def run_stages(context, stage_names: list) -> dict:
     """Run the requested stages in the job's order; return each stage's summary."""
     from lnet_anet_tf.stages import runner
@@ -201,7 +225,11 @@ def main(argv):
     logging.info("Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync)
 
     table, object_source, kind, data_dir = load_data(config)
-    prepare_model_dir(model_dir, config, {"data_dir": os.path.abspath(data_dir), "dataset_kind": kind})
+    shards = open_tfrecords(table)
+    run_info = {"data_dir": os.path.abspath(data_dir), "dataset_kind": kind}
+    if shards:
+        run_info["tfrecord_dirs"] = {image: source.directory for image, source in shards.items()}
+    prepare_model_dir(model_dir, config, run_info)
 
     from lnet_anet_tf.stages.context import RunContext
 
@@ -219,6 +247,7 @@ def main(argv):
         add_aligned=FLAGS.add_aligned,
         export_dir=os.path.abspath(FLAGS.export_dir or os.path.join(model_dir, "export")),
         dataset_kind=kind,
+        shards=shards,
     )
     run_stages(context, FLAGS.stages)
 

@@ -6,8 +6,10 @@ Generates a synthetic CelebA (or reuses --work_dir from an earlier run), convert
 with `tfrecords.write_tfrecords`, then times, in one process and alternating the
 two, full passes over every image:
 
-- "decode": `pipeline.whole_image_dataset` against `tfrecords.tfrecord_dataset`,
-  both decoding, letterboxing to --image_size and batching;
+- "decode": `pipeline.whole_image_dataset` against `tfrecords.tfrecord_dataset` and
+  `shard_pipeline.whole_image_shard_dataset` (the training job's reader with
+  `--tfrecord_dir`, which joins each record to the table by row), all decoding,
+  letterboxing to --image_size and batching;
 - "read": the encoded bytes only, `tf.io.read_file` per path against the records
   of the shards, to show the file-access cost without the decoding.
 
@@ -23,10 +25,13 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
 import tensorflow as tf
 
 from lnet_anet_tf.data import celeba
 from lnet_anet_tf.data import pipeline
+from lnet_anet_tf.data import shard_pipeline
+from lnet_anet_tf.data import shard_source
 from lnet_anet_tf.data import tfrecords
 from lnet_anet_tf.data.synthetic import generate_celeba
 
@@ -52,12 +57,16 @@ def _prepare_data(work_dir: str):
         generate_celeba(data_dir, _NUM_IDENTITIES.value, _IMAGES_PER_IDENTITY.value, seed=0)
     table = celeba.load_celeba(data_dir)
     tfrecords.write_tfrecords(table, shard_dir, num_shards=_NUM_SHARDS.value, progress=False)
-    return table, os.path.join(shard_dir, "*" + tfrecords.SHARD_SUFFIX)
+    return table, shard_dir
 
 
-def _pipelines(table, pattern: str) -> dict:
+def _pipelines(table, shard_dir: str) -> dict:
     size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
+    pattern = os.path.join(shard_dir, "*" + tfrecords.SHARD_SUFFIX)
     paths, _ = tfrecords.list_shards(pattern)
+    source = shard_source.open_shards(shard_dir, table)
+    rows = np.arange(len(table))
+    labels = table.attributes.astype(np.float32)
 
     def files_decode():
         return pipeline.whole_image_dataset(table, size, batch_size, training=False)
@@ -65,6 +74,11 @@ def _pipelines(table, pattern: str) -> dict:
     def records_decode():
         return tfrecords.tfrecord_dataset(
             pattern, size, batch_size, training=False, cycle_length=_CYCLE_LENGTH.value
+        )
+
+    def joined_decode():
+        return shard_pipeline.whole_image_shard_dataset(
+            source, rows, labels, size, batch_size, training=False, cycle_length=_CYCLE_LENGTH.value
         )
 
     def files_read():
@@ -82,6 +96,7 @@ def _pipelines(table, pattern: str) -> dict:
     return {
         ("decode", "JPEG files"): files_decode,
         ("decode", "TFRecord shards"): records_decode,
+        ("decode", "TFRecord shards, joined by row"): joined_decode,
         ("read", "JPEG files"): files_read,
         ("read", "TFRecord shards"): records_read,
     }
@@ -107,8 +122,8 @@ def _cpu_model() -> str:
 
 
 def _run(work_dir: str) -> None:
-    table, pattern = _prepare_data(work_dir)
-    pipelines = _pipelines(table, pattern)
+    table, shard_dir = _prepare_data(work_dir)
+    pipelines = _pipelines(table, shard_dir)
     load_before = os.getloadavg()[0]
 
     # One untimed pass each fills the page cache and builds the tf.data functions.

@@ -7,6 +7,9 @@
 | `aligned_face_dataset` | centre face of the aligned images | ANet identities, baselines |
 | `object_class_dataset` | class folders or a TFDS dataset | LNet pre-training on objects |
 
+`shard_pipeline` builds the elements of the first two from TFRecord shards, with the
+same map functions (`whole_image_fn`, `crop_fn`).
+
 Images reach the models as float32 in [-1, 1] (`preprocessing.normalize`). Whole images
 are letterboxed to a square: the aspect ratio is kept and the padding is mid-gray.
 Boxes are normalized [ymin, xmin, ymax, xmax] of the image they refer to. Attributes
@@ -91,24 +94,13 @@ def whole_image_dataset(
     uses to map boxes back to the image. `augment` flips images horizontally at
     random, which is safe because the 40 attributes do not depend on the side.
     """
-    _check_positive(image_size=image_size)
+    prepare = whole_image_fn(
+        image_size, seed=seed, epoch=epoch, augment=augment, with_index=with_index
+    )
     columns = {
         "path": _paths(table.require("wild_paths", "whole_image_dataset")),
         "label": _attribute_labels(table.attributes),
     }
-    augment_seed = _augment_seed(seed, epoch)
-
-    def prepare(example):
-        image = preprocessing.normalize(example["image"])
-        if augment:
-            seed_pair = _example_seed(augment_seed, example["index"])
-            image = tf.image.stateless_random_flip_left_right(image, seed_pair)
-        letterboxed, window = preprocessing.letterbox(image[tf.newaxis], image_size)
-        if with_index:
-            features = {"image": letterboxed[0], "index": example["index"], "window": window}
-            return features, example["label"]
-        return letterboxed[0], example["label"]
-
     return _build_dataset(
         columns,
         prepare,
@@ -160,36 +152,13 @@ def crop_dataset(
     at random, so it suits labels that do not depend on the side, such as identities
     and the 40 attributes.
     """
-    _check_positive(crop_size=crop_size)
-    if not 0.0 <= box_jitter <= 0.25:
-        raise ValueError(f"box_jitter must be in [0, 0.25], got {box_jitter}.")
+    prepare = crop_fn(
+        crop_size, seed=seed, epoch=epoch, augment=augment, box_jitter=box_jitter,
+        with_index=with_index,
+    )
     columns = {"path": _paths(paths)}
-    columns["box"] = _boxes(boxes, len(columns["path"]))
-    columns["label"] = _labels(labels, len(columns["path"]))
-    augment_seed = _augment_seed(seed, epoch)
-
-    def prepare(example):
-        image = preprocessing.normalize(example["image"])
-        box = example["box"]
-        if augment:
-            seed_pair = _example_seed(augment_seed, example["index"])
-            jitter_seed, flip_seed = tf.unstack(
-                tf.random.experimental.stateless_split(seed_pair, 2)
-            )
-            box = _jitter_box(box, box_jitter, jitter_seed)
-        crop = tf.image.crop_and_resize(
-            image[tf.newaxis],
-            box[tf.newaxis],
-            tf.zeros([1], tf.int32),
-            [crop_size, crop_size],
-            extrapolation_value=0.0,
-        )[0]
-        if augment:
-            crop = tf.image.stateless_random_flip_left_right(crop, flip_seed)
-        if with_index:
-            return {"image": crop, "index": example["index"]}, example["label"]
-        return crop, example["label"]
-
+    columns["box"] = check_boxes(boxes, len(columns["path"]))
+    columns["label"] = check_labels(labels, len(columns["path"]))
     return _build_dataset(
         columns,
         prepare,
@@ -237,6 +206,68 @@ def aligned_face_dataset(
     return crop_dataset(
         paths, boxes, labels, crop_size, batch_size, training=training, **crop_options
     )
+
+
+def whole_image_fn(image_size: int, *, seed: int, epoch: int, augment: bool, with_index: bool):
+    """Return the map from a decoded example to an element of `whole_image_dataset`.
+
+    The example is a dict of "image" (uint8 [H, W, 3]), "index" (int64, which seeds
+    the example's flip) and "label". The TFRecord pipelines map with the same
+    function, so both inputs give the same element for the same index.
+    """
+    _check_positive(image_size=image_size)
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(example):
+        image = preprocessing.normalize(example["image"])
+        if augment:
+            seed_pair = _example_seed(augment_seed, example["index"])
+            image = tf.image.stateless_random_flip_left_right(image, seed_pair)
+        letterboxed, window = preprocessing.letterbox(image[tf.newaxis], image_size)
+        if with_index:
+            features = {"image": letterboxed[0], "index": example["index"], "window": window}
+            return features, example["label"]
+        return letterboxed[0], example["label"]
+
+    return prepare
+
+
+def crop_fn(
+    crop_size: int, *, seed: int, epoch: int, augment: bool, box_jitter: float, with_index: bool
+):
+    """Return the map from a decoded example to an element of `crop_dataset`.
+
+    The example is a dict of "image" (uint8 [H, W, 3]), "box" (float32 [4]),
+    "index" (int64, which seeds the example's jitter and flip) and "label".
+    """
+    _check_positive(crop_size=crop_size)
+    if not 0.0 <= box_jitter <= 0.25:
+        raise ValueError(f"box_jitter must be in [0, 0.25], got {box_jitter}.")
+    augment_seed = _augment_seed(seed, epoch)
+
+    def prepare(example):
+        image = preprocessing.normalize(example["image"])
+        box = example["box"]
+        if augment:
+            seed_pair = _example_seed(augment_seed, example["index"])
+            jitter_seed, flip_seed = tf.unstack(
+                tf.random.experimental.stateless_split(seed_pair, 2)
+            )
+            box = _jitter_box(box, box_jitter, jitter_seed)
+        crop = tf.image.crop_and_resize(
+            image[tf.newaxis],
+            box[tf.newaxis],
+            tf.zeros([1], tf.int32),
+            [crop_size, crop_size],
+            extrapolation_value=0.0,
+        )[0]
+        if augment:
+            crop = tf.image.stateless_random_flip_left_right(crop, flip_seed)
+        if with_index:
+            return {"image": crop, "index": example["index"]}, example["label"]
+        return crop, example["label"]
+
+    return prepare
 
 
 def object_class_dataset(
@@ -592,7 +623,8 @@ def _paths(paths: Sequence[PathLike]) -> np.ndarray:
     return np.asarray([os.fspath(path) for path in paths], dtype=str)
 
 
-def _boxes(boxes: np.ndarray, num_rows: int) -> np.ndarray:
+def check_boxes(boxes: np.ndarray, num_rows: int) -> np.ndarray:
+    """Return `boxes` as float32 [num_rows, 4]; raise ValueError naming the first invalid box."""
     boxes = np.asarray(boxes, np.float32)
     if boxes.shape != (num_rows, 4):
         raise ValueError(
@@ -613,7 +645,8 @@ def _boxes(boxes: np.ndarray, num_rows: int) -> np.ndarray:
     return boxes
 
 
-def _labels(labels: np.ndarray, num_rows: int) -> np.ndarray:
+def check_labels(labels: np.ndarray, num_rows: int) -> np.ndarray:
+    """Return integer ids [num_rows] as int32 or vectors [num_rows, K] as float32."""
     labels = np.asarray(labels)
     if len(labels) != num_rows:
         raise ValueError(f"labels has {len(labels)} rows but there are {num_rows} paths.")

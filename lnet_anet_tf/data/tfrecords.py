@@ -46,8 +46,8 @@ from PIL import Image
 import tensorflow as tf
 
 from lnet_anet_tf import attributes as attribute_names
-from lnet_anet_tf import preprocessing
 from lnet_anet_tf.data import images
+from lnet_anet_tf.data import pipeline
 from lnet_anet_tf.data.table import CelebATable
 
 MANIFEST_FILENAME = "manifest.json"
@@ -124,19 +124,26 @@ def plan_shards(table: CelebATable, num_shards: int, seed: int) -> list:
     return shards
 
 
-def _conversion_settings(table: CelebATable, image_kind: str, num_shards: int, seed: int, fields) -> dict:
-    # The digest covers the rows, so a table read with other skips or from another
-    # copy is never mixed into shards of an earlier conversion.
+def rows_sha256(table: CelebATable) -> str:
+    """Return the SHA-256 of the table's image names and partitions, in row order.
+
+    The manifest stores it, so a table read with other skips or from another copy
+    is never mixed into, or trained against, the shards of an earlier conversion.
+    """
     digest = hashlib.sha256()
     digest.update("\n".join(table.image_names.tolist()).encode("utf-8"))
     digest.update(np.asarray(table.partitions, np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _conversion_settings(table: CelebATable, image_kind: str, num_shards: int, seed: int, fields) -> dict:
     return {
         "manifest_version": MANIFEST_VERSION,
         "image": image_kind,
         "num_shards": num_shards,
         "seed": seed,
         "num_rows": len(table),
-        "rows_sha256": digest.hexdigest(),
+        "rows_sha256": rows_sha256(table),
         "fields": list(fields),
     }
 
@@ -441,6 +448,13 @@ def shard_files(files, input_context: Optional[tf.distribute.InputContext]) -> l
     return files[input_context.input_pipeline_id :: num_pipelines]
 
 
+def file_order(num_files: int, *, training: bool, seed: int, epoch: int) -> np.ndarray:
+    """Return the order in which files are read: permuted by (seed, epoch) in training."""
+    if not training:
+        return np.arange(num_files)
+    return np.random.default_rng([seed, epoch]).permutation(num_files)
+
+
 def parse_example(serialized: tf.Tensor, optional_fields=()) -> dict:
     """Parse one serialized record: `FEATURE_SPEC` plus the named optional features."""
     spec = dict(FEATURE_SPEC)
@@ -528,9 +542,7 @@ def tfrecord_dataset(
     _check_reader_options(image_size=image_size, batch_size=batch_size,
                           cycle_length=cycle_length, shuffle_buffer_size=shuffle_buffer_size)
     paths, counts = list_shards(pattern)
-    order = np.arange(len(paths))
-    if training:
-        order = np.random.default_rng([seed, epoch]).permutation(len(paths))
+    order = file_order(len(paths), training=training, seed=seed, epoch=epoch)
     own = shard_files(order, input_context)
     per_replica_batch_size = (
         batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
@@ -552,9 +564,13 @@ def tfrecord_dataset(
         # NOTE: tf.data's shuffle combines this seed with TensorFlow's global seed, so
         # the order repeats for the same (seed, epoch) only under the same global seed.
         records = records.shuffle(shuffle_buffer_size, seed=order_seed, reshuffle_each_iteration=False)
-    augment_seed = int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+    # The flip of each example is seeded with (seed, epoch) and its table row, as in
+    # `pipeline.whole_image_dataset` over the same table.
+    prepare = pipeline.whole_image_fn(
+        image_size, seed=seed, epoch=epoch, augment=augment, with_index=with_index
+    )
     examples = records.map(
-        lambda record: _prepare(record, image_size, augment, augment_seed, with_index),
+        lambda record: prepare(_decode_record(record)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
@@ -584,17 +600,14 @@ def _batches_per_pipeline(counts, order, own, input_context, batch_size: int, tr
     return min(totals) // batch_size
 
 
-def _prepare(record: tf.Tensor, image_size: int, augment: bool, augment_seed: int, with_index: bool):
+def _decode_record(record: tf.Tensor) -> dict:
+    """Parse a record into the example dict that `pipeline.whole_image_fn` maps."""
     example = parse_example(record)
-    image = preprocessing.normalize(images.decode_image(example["image/encoded"]))
-    if augment:
-        seed_pair = tf.stack([tf.constant(augment_seed, tf.int64), example["row"]])
-        image = tf.image.stateless_random_flip_left_right(image, seed_pair)
-    letterboxed, window = preprocessing.letterbox(image[tf.newaxis], image_size)
-    label = tf.cast(example["attributes"], tf.float32)
-    if with_index:
-        return {"image": letterboxed[0], "index": example["row"], "window": window}, label
-    return letterboxed[0], label
+    return {
+        "image": images.decode_image(example["image/encoded"]),
+        "index": example["row"],
+        "label": tf.cast(example["attributes"], tf.float32),
+    }
 
 
 def _check_reader_options(**values: int) -> None:

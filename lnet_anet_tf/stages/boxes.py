@@ -18,9 +18,8 @@ from absl import logging
 from lnet_anet_tf import localization
 from lnet_anet_tf import preprocessing
 from lnet_anet_tf.config import LocalizationConfig
-from lnet_anet_tf.data import pipeline
-from lnet_anet_tf.data.table import CelebATable
 from lnet_anet_tf.stages.context import save_arrays_atomic
+from lnet_anet_tf.stages.inputs import WILD, StageInputs
 
 BATCH_SIZE = 64
 
@@ -36,17 +35,16 @@ def _locate_fn(model, config: LocalizationConfig):
     return locate
 
 
-def predict_head_boxes(lnet_o, table: CelebATable, config: LocalizationConfig, on_bad_example: str) -> dict:
-    """Return LNet_o's head boxes for every row: "boxes" [N, 4], "scores" [N], "valid" [N].
+def predict_head_boxes(lnet_o, inputs: StageInputs, num_rows: int, config: LocalizationConfig) -> dict:
+    """Return LNet_o's head boxes for every table row: "boxes" [N, 4], "scores" [N], "valid" [N].
 
     Rows whose image was skipped as invalid have valid = False.
     """
-    dataset = pipeline.whole_image_dataset(
-        table, lnet_o.input_shape[1], BATCH_SIZE, training=False, with_index=True,
-        on_bad_example=on_bad_example,
+    dataset = inputs.whole_images(
+        np.arange(num_rows), lnet_o.input_shape[1], BATCH_SIZE, training=False, with_index=True
     )
     locate = _locate_fn(lnet_o, config)
-    outputs = _empty(len(table))
+    outputs = _empty(num_rows)
     for features, _ in dataset:
         boxes, scores = locate(features["image"])
         boxes = localization.ensure_min_size(
@@ -56,20 +54,24 @@ def predict_head_boxes(lnet_o, table: CelebATable, config: LocalizationConfig, o
     return outputs
 
 
-def predict_face_boxes(lnet_s, paths, crop_boxes: np.ndarray, config: LocalizationConfig, on_bad_example: str) -> dict:
-    """Return LNet_s's face boxes in image coordinates for crops of `crop_boxes`.
+def predict_face_boxes(
+    lnet_s, inputs: StageInputs, crop_boxes: np.ndarray, valid: np.ndarray, config: LocalizationConfig
+) -> dict:
+    """Return LNet_s's face boxes in image coordinates for crops of `crop_boxes` [N, 4].
 
-    `crop_boxes` are the enlarged head boxes that LNet_s reads; same outputs as
-    `predict_head_boxes`.
+    `crop_boxes` are the enlarged head boxes that LNet_s reads, one per table row,
+    and only the rows where `valid` is True are read. Same outputs as
+    `predict_head_boxes`; other rows have valid = False.
     """
-    dataset = pipeline.crop_dataset(
-        paths, crop_boxes, np.zeros(len(paths), np.int32), lnet_s.input_shape[1], BATCH_SIZE,
-        training=False, with_index=True, on_bad_example=on_bad_example,
+    rows = np.flatnonzero(valid)
+    dataset = inputs.crops(
+        [(WILD, rows)], crop_boxes[rows], np.zeros(len(rows), np.int32), lnet_s.input_shape[1],
+        BATCH_SIZE, training=False, with_index=True,
     )
     locate = _locate_fn(lnet_s, config)
-    outputs = _empty(len(paths))
+    outputs = _empty(len(crop_boxes))
     for features, _ in dataset:
-        index = features["index"].numpy()
+        index = rows[features["index"].numpy()]
         boxes_in_crop, scores = locate(features["image"])
         boxes = localization.ensure_min_size(
             localization.box_to_parent(boxes_in_crop, crop_boxes[index]), config.min_box_side

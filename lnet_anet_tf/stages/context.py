@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from lnet_anet_tf.config import Config
 from lnet_anet_tf.data.table import CelebATable
+from lnet_anet_tf.stages.inputs import StageInputs
 from lnet_anet_tf.training import checkpointing
 
 # Written last by every stage that finished, so a rerun can skip the stage.
@@ -38,6 +39,13 @@ class RunContext:
     # "synthetic" for the embedded dataset, "celeba" for a real copy; reports label
     # their numbers with it and compare only real CelebA with published results.
     dataset_kind: str = "synthetic"
+    # Image kind ("wild" or "aligned") -> the ShardSource that the stages read those
+    # images from (--tfrecord_dir). A kind without an entry is read from image files.
+    shards: dict = dataclasses.field(default_factory=dict)
+
+    def inputs(self) -> StageInputs:
+        """Return the dataset builders over this run's table and shards."""
+        return StageInputs(self.table, self.config.seed, self.on_bad_example, self.shards)
 
     def stage_dir(self, stage_name: str) -> str:
         return os.path.join(self.model_dir, stage_name)

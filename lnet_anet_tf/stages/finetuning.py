@@ -19,6 +19,7 @@ from lnet_anet_tf.data import pipeline
 from lnet_anet_tf.models import build_anet, build_lnet, copy_trunk_weights
 from lnet_anet_tf.stages import boxes as boxes_lib
 from lnet_anet_tf.stages import fitting
+from lnet_anet_tf.stages import inputs as inputs_lib
 from lnet_anet_tf.stages import pretraining
 from lnet_anet_tf.stages.context import RunContext
 
@@ -69,29 +70,32 @@ def finetune_lnet_o(context: RunContext):
             _initialize_from(model, pretrained, "the object-class LNet")
         return model
 
-    train = context.table.partition("train")
-    validation = context.table.partition("validation")
+    inputs = context.inputs()
+    train_rows = inputs_lib.partition_rows(context.table, "train")
+    validation_rows = inputs_lib.partition_rows(context.table, "validation")
     size = context.config.lnet_o.input_size
-    options = dict(seed=context.config.seed, on_bad_example=context.on_bad_example)
     return fitting.fit_stage(
         context,
         FINETUNE_LNET_O,
         build_model=build,
         loss_fn=fitting.sigmoid_loss,
         metrics_fn=fitting.attribute_metrics,
-        train_dataset=lambda batch_size, epoch, input_context: pipeline.whole_image_dataset(
-            train, size, batch_size, training=True, epoch=epoch, augment=True,
-            input_context=input_context, **options,
+        train_dataset=lambda batch_size, epoch, input_context: inputs.whole_images(
+            train_rows, size, batch_size, training=True, epoch=epoch, augment=True,
+            input_context=input_context,
         ),
-        num_examples=len(train),
-        validation_dataset=_optional(validation, lambda batch_size, input_context: pipeline.whole_image_dataset(
-            validation, size, batch_size, training=False, input_context=input_context, **options,
+        num_examples=len(train_rows),
+        validation_dataset=_optional(validation_rows, lambda batch_size, input_context: inputs.whole_images(
+            validation_rows, size, batch_size, training=False, input_context=input_context,
         )),
+        examples_per_pipeline=inputs.examples_per_pipeline(
+            [(inputs_lib.WILD, train_rows)], context.config.stages[FINETUNE_LNET_O].epochs
+        ),
     )
 
 
-def _optional(table, dataset_fn):
-    return dataset_fn if len(table) else None
+def _optional(rows, dataset_fn):
+    return dataset_fn if len(rows) else None
 
 
 def head_boxes(context: RunContext) -> dict:
@@ -101,7 +105,7 @@ def head_boxes(context: RunContext) -> dict:
     def compute():
         lnet_o = load_finetuned(context, "lnet_o")
         return boxes_lib.predict_head_boxes(
-            lnet_o, context.table, context.config.localization, context.on_bad_example
+            lnet_o, context.inputs(), len(context.table), context.config.localization
         )
 
     return boxes_lib.cached(path, compute)
@@ -128,34 +132,39 @@ def finetune_lnet_s(context: RunContext):
 
 
 def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, repeat: int = 1, extra=None):
-    """Train an attribute net on crops of `crop_boxes` ([N * repeat, 4], row-major by table row)."""
+    """Train an attribute net on crops of `crop_boxes` ([N * repeat, 4], row-major by table row).
+
+    `extra` adds training examples: a dict of "image" (the image kind), "rows",
+    "boxes" and "labels".
+    """
     table = context.table
-    paths = np.repeat(table.require("wild_paths", stage_name), repeat)
+    rows = np.repeat(np.arange(len(table)), repeat)
     labels = np.repeat(table.attributes.astype(np.float32), repeat, axis=0)
     valid = np.repeat(valid, repeat)
     partitions = np.repeat(table.require("partitions", stage_name), repeat)
 
-    def rows(partition_code):
+    def examples(partition_code):
         return np.flatnonzero(valid & (partitions == partition_code))
 
-    train_rows, validation_rows = rows(0), rows(1)
-    train_paths, train_boxes, train_labels = paths[train_rows], crop_boxes[train_rows], labels[train_rows]
+    train, validation = examples(0), examples(1)
+    train_parts = [(inputs_lib.WILD, rows[train])]
+    train_boxes, train_labels = crop_boxes[train], labels[train]
     if extra is not None:
-        train_paths = np.concatenate([train_paths, extra["paths"]])
+        train_parts.append((extra["image"], extra["rows"]))
         train_boxes = np.concatenate([train_boxes, extra["boxes"]])
         train_labels = np.concatenate([train_labels, extra["labels"]])
-    options = dict(seed=context.config.seed, on_bad_example=context.on_bad_example)
+    inputs = context.inputs()
 
     def train_dataset(batch_size, epoch, input_context):
-        return pipeline.crop_dataset(
-            train_paths, train_boxes, train_labels, size, batch_size, training=True,
-            epoch=epoch, augment=True, input_context=input_context, **options,
+        return inputs.crops(
+            train_parts, train_boxes, train_labels, size, batch_size, training=True,
+            epoch=epoch, augment=True, input_context=input_context,
         )
 
     def validation_dataset(batch_size, input_context):
-        return pipeline.crop_dataset(
-            paths[validation_rows], crop_boxes[validation_rows], labels[validation_rows], size,
-            batch_size, training=False, input_context=input_context, **options,
+        return inputs.crops(
+            [(inputs_lib.WILD, rows[validation])], crop_boxes[validation], labels[validation],
+            size, batch_size, training=False, input_context=input_context,
         )
 
     return fitting.fit_stage(
@@ -165,8 +174,11 @@ def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, repeat: i
         loss_fn=fitting.sigmoid_loss,
         metrics_fn=fitting.attribute_metrics,
         train_dataset=train_dataset,
-        num_examples=len(train_paths),
-        validation_dataset=validation_dataset if len(validation_rows) else None,
+        num_examples=len(train_boxes),
+        validation_dataset=validation_dataset if len(validation) else None,
+        examples_per_pipeline=inputs.examples_per_pipeline(
+            train_parts, context.config.stages[stage_name].epochs
+        ),
     )
 
 
@@ -177,12 +189,10 @@ def face_boxes(context: RunContext) -> dict:
     def compute():
         head = head_boxes(context)
         lnet_s = load_finetuned(context, "lnet_s")
-        outputs = boxes_lib.predict_face_boxes(
-            lnet_s, context.table.wild_paths, head_crop_boxes(context, head),
-            context.config.localization, context.on_bad_example,
+        return boxes_lib.predict_face_boxes(
+            lnet_s, context.inputs(), head_crop_boxes(context, head), head["valid"],
+            context.config.localization,
         )
-        outputs["valid"] &= head["valid"]
-        return outputs
 
     return boxes_lib.cached(path, compute)
 
@@ -194,12 +204,12 @@ def patch_boxes(context: RunContext, faces: dict) -> np.ndarray:
 
 
 def aligned_patch_examples(context: RunContext) -> dict:
-    """Patches of the aligned training faces, for `--add_aligned`."""
+    """Patches of the aligned training faces, for `--add_aligned`, as `_fit_on_crops`'s `extra`."""
     train = context.table.partition("train")
-    paths = train.require("aligned_paths", "--add_aligned")
     face_box = np.tile(np.asarray(pipeline.ALIGNED_FACE_BOX, np.float32), (len(train), 1))
     return {
-        "paths": np.repeat(paths, patches.NUM_PATCHES),
+        "image": inputs_lib.ALIGNED,
+        "rows": np.repeat(inputs_lib.partition_rows(context.table, "train"), patches.NUM_PATCHES),
         "boxes": patches.patch_boxes_in_images(face_box).numpy(),
         "labels": np.repeat(train.attributes.astype(np.float32), patches.NUM_PATCHES, axis=0),
     }

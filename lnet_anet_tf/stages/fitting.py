@@ -33,13 +33,19 @@ def attribute_metrics(labels, outputs):
     return {"accuracy": tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1)}
 
 
-def batching(context: RunContext, stage_name: str, num_examples: int) -> tuple[int, int]:
+def batching(
+    context: RunContext,
+    stage_name: str,
+    num_examples: int,
+    examples_per_pipeline: Optional[Callable[[int], int]] = None,
+) -> tuple[int, int]:
     """Return (global batch size, steps per epoch) for `num_examples` training examples.
 
     The global batch is the stage's configured batch size, lowered to the data size
-    and rounded down to a multiple of the replica count. Each input pipeline takes
-    an equal share of the rows, so the steps per epoch count whole batches of one
-    pipeline's share.
+    and rounded down to a multiple of the replica count. The steps per epoch count
+    whole batches of the smallest input pipeline's examples: an equal share of the
+    rows for image files, or `examples_per_pipeline(number of pipelines)` when the
+    pipelines read whole TFRecord files.
     """
     strategy = context.strategy
     replicas = strategy.num_replicas_in_sync
@@ -51,8 +57,19 @@ def batching(context: RunContext, stage_name: str, num_examples: int) -> tuple[i
             f"Stage {stage_name} has {num_examples} training examples, fewer than the "
             f"{replicas} replicas in sync; use more data or fewer devices."
         )
-    steps_per_epoch = (num_examples // pipelines) // (global_batch_size // pipelines)
-    return global_batch_size, max(steps_per_epoch, 1)
+    if examples_per_pipeline is None:
+        steps_per_epoch = (num_examples // pipelines) // (global_batch_size // pipelines)
+        return global_batch_size, max(steps_per_epoch, 1)
+    smallest = examples_per_pipeline(pipelines)
+    steps_per_epoch = smallest // (global_batch_size // pipelines)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"Stage {stage_name}: the smallest of the {pipelines} input pipelines reads "
+            f"{smallest} training examples from its TFRecord files, fewer than its "
+            f"{global_batch_size // pipelines} per step. Convert with more --num_shards so "
+            "the files split more evenly, or lower the stage's batch_size."
+        )
+    return global_batch_size, steps_per_epoch
 
 
 def make_optimizer(context: RunContext, stage_name: str, steps_per_epoch: int):
@@ -79,14 +96,18 @@ def fit_stage(
     train_dataset: Callable,
     num_examples: int,
     validation_dataset: Optional[Callable] = None,
+    examples_per_pipeline: Optional[Callable[[int], int]] = None,
 ) -> tuple[keras.Model, loop.StageResult]:
     """Build the stage's model inside the strategy's scope and train it with `loop.fit`.
 
     `train_dataset(batch_size, epoch, input_context)` and
     `validation_dataset(batch_size, input_context)` build the pipelines; the
-    batch size they receive is the global one.
+    batch size they receive is the global one. `examples_per_pipeline` is
+    `StageInputs.examples_per_pipeline`'s result, see `batching`.
     """
-    global_batch_size, steps_per_epoch = batching(context, stage_name, num_examples)
+    global_batch_size, steps_per_epoch = batching(
+        context, stage_name, num_examples, examples_per_pipeline
+    )
     with context.strategy.scope():
         model = build_model()
         optimizer = make_optimizer(context, stage_name, steps_per_epoch)

@@ -9,6 +9,7 @@ from lnet_anet_tf.data import pipeline
 from lnet_anet_tf.data.table import CelebATable
 from lnet_anet_tf.models import build_anet, build_lnet
 from lnet_anet_tf.stages import fitting
+from lnet_anet_tf.stages import inputs as inputs_lib
 from lnet_anet_tf.stages.context import RunContext
 
 PRETRAIN_LNET = "pretrain_lnet"
@@ -92,7 +93,8 @@ def pretrain_anet(context: RunContext):
     train = context.table.partition("train")
     train_rows, held_out_rows, classes = identity_split(train)
     num_identities = int(classes.max()) + 1
-    paths = train.require("aligned_paths", "Pre-training ANet on aligned faces")
+    # Positions in `train` -> rows of the whole table, which the inputs read.
+    table_rows = inputs_lib.partition_rows(context.table, "train")
     face_box = np.asarray(pipeline.ALIGNED_FACE_BOX, np.float32)
     boxes = np.tile(face_box, (len(train), 1))
     logging.info(
@@ -100,12 +102,13 @@ def pretrain_anet(context: RunContext):
         num_identities, len(train_rows), len(held_out_rows),
     )
     size = context.config.anet.input_size
+    inputs = context.inputs()
 
     def rows_dataset(rows, batch_size, *, training, epoch=0, input_context=None):
-        return pipeline.crop_dataset(
-            paths[rows], boxes[rows], classes[rows], size, batch_size,
-            training=training, seed=context.config.seed, epoch=epoch, augment=training,
-            input_context=input_context, on_bad_example=context.on_bad_example,
+        return inputs.crops(
+            [(inputs_lib.ALIGNED, table_rows[rows])], boxes[rows], classes[rows], size,
+            batch_size, training=training, epoch=epoch, augment=training,
+            input_context=input_context,
         )
 
     validation = None
@@ -124,4 +127,7 @@ def pretrain_anet(context: RunContext):
         ),
         num_examples=len(train_rows),
         validation_dataset=validation,
+        examples_per_pipeline=inputs.examples_per_pipeline(
+            [(inputs_lib.ALIGNED, table_rows[train_rows])], context.config.stages[PRETRAIN_ANET].epochs
+        ),
     )

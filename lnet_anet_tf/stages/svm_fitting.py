@@ -16,9 +16,9 @@ from absl import logging
 
 from lnet_anet_tf import patches
 from lnet_anet_tf import trained
-from lnet_anet_tf.data import pipeline
 from lnet_anet_tf.stages import finetuning
 from lnet_anet_tf.stages.context import RunContext, save_arrays_atomic
+from lnet_anet_tf.stages.inputs import WILD
 from lnet_anet_tf.training import evaluation
 from lnet_anet_tf.training import svm as svm_lib
 
@@ -27,22 +27,44 @@ FEATURE_BATCH_SIZE = 128
 
 
 def patch_features(context: RunContext, anet, rows: np.ndarray, patch_boxes: np.ndarray) -> np.ndarray:
-    """Return ANet features [len(rows) * NUM_PATCHES, F] of the rows' patches."""
+    """Return ANet features [len(rows) * NUM_PATCHES, F] of the rows' patches, in row order."""
     patch_rows = (rows[:, None] * patches.NUM_PATCHES + np.arange(patches.NUM_PATCHES)).reshape(-1)
-    paths = np.repeat(context.table.wild_paths[rows], patches.NUM_PATCHES)
-    feature_model = keras.Model(anet.input, anet.output["features"])
+    image_rows = np.repeat(rows, patches.NUM_PATCHES)
+    inputs = context.inputs()
 
     def dataset_fn(input_context):
-        return pipeline.crop_dataset(
-            paths, patch_boxes[patch_rows], np.zeros(len(paths), np.int32),
+        dataset = inputs.crops(
+            [(WILD, image_rows)], patch_boxes[patch_rows], np.zeros(len(image_rows), np.int32),
             context.config.anet.input_size, FEATURE_BATCH_SIZE, training=False,
-            input_context=input_context, on_bad_example=context.on_bad_example,
+            input_context=input_context, with_index=True,
         )
+        return dataset.map(lambda features, labels: features)
 
-    # NOTE: with several workers `evaluation.predict` interleaves the workers'
-    # shards, which would misalign features and labels; features are computed on
-    # one worker's strategy here.
-    return evaluation.predict(feature_model, dataset_fn, strategy=context.strategy)
+    # TFRecord shards give the patches in file order, and several workers' results
+    # interleave, so each feature vector comes back with its index and is put in place.
+    outputs = evaluation.predict(_indexed_feature_model(anet), dataset_fn, strategy=context.strategy)
+    index = outputs["index"]
+    if len(index) != len(image_rows) or len(np.unique(index)) != len(image_rows):
+        raise RuntimeError(
+            f"ANet features came back for {len(np.unique(index))} of {len(image_rows)} "
+            "patches: an image that loaded for the localization nets did not load now. "
+            "Check the images named in the log above, or delete the cached boxes "
+            f"in {context.stage_dir(finetuning.FINETUNE_ANET)} and run again."
+        )
+    features = np.empty_like(outputs["features"])
+    features[index] = outputs["features"]
+    return features
+
+
+def _indexed_feature_model(anet) -> keras.Model:
+    """ANet's feature layer as a model that also returns each input's "index"."""
+    image = keras.Input(anet.input_shape[1:], name="image")
+    index = keras.Input((), dtype="int64", name="index")
+    features = keras.Model(anet.input, anet.output["features"])(image)
+    return keras.Model(
+        {"image": image, "index": index},
+        {"features": features, "index": keras.layers.Identity()(index)},
+    )
 
 
 def fit_svm(context: RunContext) -> dict:
