@@ -177,8 +177,8 @@ def run_python(arguments, cwd):
 
 
 def test_prepare_in_subprocess(synthetic_dir, tmp_path):
-    # The `tfds` command cannot start without apache_beam (see the next test), so
-    # a fresh process builds the dataset through the same download_and_prepare.
+    # The path for installs without the `tfds` command's imports (see the next
+    # test): a fresh process builds the dataset through download_and_prepare.
     data_dir = tmp_path / "data"
     script = (
         "import tensorflow_datasets as tfds\n"
@@ -198,8 +198,9 @@ def test_prepare_in_subprocess(synthetic_dir, tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("apache_beam") is None,
-    reason="the tfds command of tensorflow-datasets 4.9.10 imports apache_beam at start-up",
+    importlib.util.find_spec("apache_beam") is None or importlib.util.find_spec("mlcroissant") is None,
+    reason="the tfds command of tensorflow-datasets 4.9.10 imports apache_beam and mlcroissant "
+    "at start-up; install the test extra",
 )
 def test_tfds_build_command(synthetic_dir, tmp_path):
     data_dir = tmp_path / "data"
