@@ -127,9 +127,14 @@ class Cascade(tf.Module):
         converter treats them as mutable and emits VAR_HANDLE and READ_VARIABLE
         ops. With TensorFlow 2.21, Keras 3.15 and ai-edge-litert 2.3 those
         variables came out uninitialized and every output was NaN.
+
+        Each call traces anew instead of reusing a trace of `__call__`, so the
+        graph follows the tracing context of this call, such as
+        `layers.per_region_matmuls`.
         """
         spec = tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images")
-        traced = self.__call__.get_concrete_function(spec)
+        call = type(self).__call__.python_function
+        traced = tf.function(lambda images: call(self, images)).get_concrete_function(spec)
         frozen = convert_variables_to_constants_v2(traced)
         output_structure = traced.structured_outputs
 

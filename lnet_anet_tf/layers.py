@@ -20,9 +20,22 @@ full int8. Patches are gathered with one strided slice per kernel offset, which
 only copies. `tf.image.extract_patches` is not a TFLite builtin, and a convolution
 with a one-hot kernel would spend kernel_rows * kernel_cols * in_channels
 multiplications, nearly all by zero, on every patch element.
+
+Inside `per_region_matmuls()` the layer multiplies each region separately
+(SPLIT, one MatMul per region, CONCATENATION), which TFLite converts to one
+FULLY_CONNECTED per region. The int8 TFLite export traces the nets that way.
+XNNPACK in ai-edge-litert 2.3 takes an int8 BATCH_MATMUL only when its constant
+kernel has zero point 0, and post-training quantization usually gives the kernel
+another one. LiteRT's own kernel then ran the demo ANet's two layers in 2.0 ms
+on one thread, against 0.12 ms for the per-region int8 FULLY_CONNECTED ops,
+whose symmetric weights XNNPACK always takes (`scripts/profile_tflite.py`, Intel
+Xeon with AVX-512). In float32 the single BATCH_MATMUL stays the faster form.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -164,9 +177,7 @@ class LocallyConnected2D(keras.layers.Layer):
             grouped = ops.transpose(grouped, (0, 2, 1, 3))
         grouped = ops.reshape(grouped, (geometry.regions, -1, patches.shape[-1]))
 
-        outputs = ops.matmul(grouped, self.kernel)
-        if self.use_bias:
-            outputs = outputs + ops.expand_dims(self.bias, 1)
+        outputs = region_matmul(grouped, self.kernel, self.bias if self.use_bias else None)
 
         # Back to [out_rows, out_cols, batch, filters], dropping the positions that
         # only exist to fill the last, smaller region of each axis.
@@ -280,6 +291,54 @@ class LocallyConnected2D(keras.layers.Layer):
             }
         )
         return config
+
+
+# Thread-local, so that a trace in one thread does not change another's.
+_matmul_mode = threading.local()
+
+
+# Not converted by AutoGraph: the quantization-aware tf_keras twin of the layer
+# calls this function too, and tf_keras converts the code its layers call.
+@tf.autograph.experimental.do_not_convert
+def region_matmul(grouped, kernel, bias=None):
+    """Multiply each region's rows by its own kernel and add its bias.
+
+    `grouped` is [regions, rows, patch], `kernel` [regions, patch, filters] and
+    `bias` [regions, filters] or None; the result is [regions, rows, filters].
+    One batched matmul by default, one matmul per region inside
+    `per_region_matmuls()`.
+    """
+    if not getattr(_matmul_mode, "per_region", False):
+        outputs = tf.matmul(grouped, kernel)
+        return outputs if bias is None else outputs + tf.expand_dims(bias, 1)
+
+    # SPLIT and CONCATENATION rather than UNPACK and PACK, because the int8
+    # export keeps UNPACK and PACK in float32 for the localization. Each
+    # region's bias is added to its own product, so that the TFLite converter
+    # folds it into that region's FULLY_CONNECTED.
+    regions, patch_size, filters = kernel.shape
+    products = []
+    for region, block in enumerate(tf.split(grouped, regions, axis=0)):
+        product = tf.matmul(tf.reshape(block, (-1, patch_size)), kernel[region])
+        products.append(product if bias is None else product + bias[region])
+    return tf.reshape(tf.concat(products, axis=0), (regions, -1, filters))
+
+
+@contextlib.contextmanager
+def per_region_matmuls():
+    """Make `LocallyConnected2D` layers called in this thread compute one matmul per region.
+
+    The outputs are the same as with the default single batched matmul, up to
+    float rounding. Only calls made inside the context change, so a
+    `tf.function` must be traced inside it, and a trace made before is not
+    changed. Contexts nest.
+    """
+    previous = getattr(_matmul_mode, "per_region", False)
+    _matmul_mode.per_region = True
+    try:
+        yield
+    finally:
+        _matmul_mode.per_region = previous
 
 
 class _Geometry:

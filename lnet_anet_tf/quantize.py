@@ -95,9 +95,7 @@ class TwinLocallyConnected2D(tf_keras.layers.Layer):
             grouped = tf.transpose(grouped, (0, 2, 1, 3))
         grouped = tf.reshape(grouped, (geometry["regions"], -1, patch_rows.shape[-1]))
 
-        outputs = tf.matmul(grouped, self.kernel)
-        if self.use_bias:
-            outputs = outputs + tf.expand_dims(self.bias, 1)
+        outputs = layers_lib.region_matmul(grouped, self.kernel, self.bias)
 
         outputs = tf.reshape(outputs, (region_rows, region_cols, share_rows, -1))
         if share_rows > 1 and region_cols > 1:

@@ -37,7 +37,9 @@ treats them alike:
   around them (normalization, cropping, the localization on response maps, the
   SVMs and Platt scaling) stay float32 (see `_selectively_quantize`), because
   int8 rounding there moved the boxes, and int8 SVMs with large weights lost
-  7.7 points of mean accuracy on a synthetic run trained for one epoch.
+  7.7 points of mean accuracy on a synthetic run trained for one epoch. The
+  locally connected layers run as one int8 FULLY_CONNECTED per region (see
+  `_tracing_context`).
 - `qat_int8`: as `int8`, but ANet comes from quantization-aware training
   (`lnet_anet_tf.quantize`); the LNets are calibrated as in `int8`.
 
@@ -47,6 +49,7 @@ ops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Iterable, Optional
 
@@ -58,6 +61,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from lnet_anet_tf import attributes
+from lnet_anet_tf import layers
 from lnet_anet_tf import preprocessing
 from lnet_anet_tf.cascade import Cascade
 
@@ -353,7 +357,8 @@ def write_tflite_models(
             "anet": (lambda: anet_function(source), calibration_faces, _name_prefixes(source.anet)),
         }
         for model, (build, calibration, quantized_prefixes) in models.items():
-            function, module = build()
+            with _tracing_context(variant):
+                function, module = build()
             data = _fixed_images(calibration)
             content = convert(function, module, variant, data, quantized_prefixes)
             name = f"{model}_{variant}"
@@ -364,6 +369,18 @@ def write_tflite_models(
     paths["labels"] = os.path.join(output_dir, LABELS_FILENAME)
     write_labels(paths["labels"])
     return paths
+
+
+def _tracing_context(variant: str):
+    """Return the context to trace the nets in for `variant`.
+
+    The int8 variants trace the locally connected layers with one matmul per
+    region (see `layers.per_region_matmuls`), because XNNPACK runs the
+    resulting int8 FULLY_CONNECTED ops but rejects most int8 BATCH_MATMUL ops.
+    """
+    if variant in QUANTIZED_VARIANTS:
+        return layers.per_region_matmuls()
+    return contextlib.nullcontext()
 
 
 def _name_prefixes(*nets) -> tuple:

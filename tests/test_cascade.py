@@ -8,6 +8,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from lnet_anet_tf import attributes
+from lnet_anet_tf import layers
 from lnet_anet_tf import localization
 from lnet_anet_tf import patches
 from lnet_anet_tf import preprocessing
@@ -352,6 +353,43 @@ def test_cascade_converts_to_tflite_builtins(cascade):
     )
     for name in ("face_box", "head_box", "localization_score", "head_score"):
         np.testing.assert_allclose(lite_outputs[name], tf_outputs[name], atol=1e-4, err_msg=name)
+
+
+def graph_op_types(function) -> set:
+    """Return the op types of a concrete function's graph, nested functions included."""
+    graph_def = function.graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for library_function in graph_def.library.function:
+        types.update(node.op for node in library_function.node_def)
+    return types
+
+
+def test_frozen_call_follows_per_region_context(config):
+    keras.utils.set_random_seed(0)
+    images = keras.Input((config.anet.input_size,) * 2 + (3,))
+    feature_map = layers.LocallyConnected2D(4, 3, strides=4, share_size=(2, 2))(images)
+    features = keras.layers.Dense(NUM_FEATURES)(keras.layers.Flatten()(feature_map))
+    anet = keras.Model(
+        images, {"logits": features, "feature_map": feature_map, "features": features}, name="anet"
+    )
+    cascade = Cascade(
+        stand_in_lnet(config.lnet_o.input_size, "lnet_o"),
+        stand_in_lnet(config.lnet_s.input_size, "lnet_s"),
+        anet,
+        config=config,
+        **svm_parameters(NUM_FEATURES),
+    )
+    canvas = random_images(1, 96, 96, 0.0, 255.0, seed=8)
+
+    batched, _ = cascade.frozen_call(1, 96, 96)
+    with layers.per_region_matmuls():
+        per_region, _ = cascade.frozen_call(1, 96, 96)
+
+    assert "BatchMatMulV2" in graph_op_types(batched)
+    assert "BatchMatMulV2" not in graph_op_types(per_region)
+    expected, outputs = batched(canvas), per_region(canvas)
+    for name in ("attribute_probabilities", "face_box"):
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5, err_msg=name)
 
 
 @pytest.mark.slow

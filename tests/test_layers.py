@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from ai_edge_litert import schema_py_generated as tflite_schema
 from ai_edge_litert.interpreter import Interpreter
 
 from lnet_anet_tf.layers import LocallyConnected2D
+from lnet_anet_tf.layers import per_region_matmuls
 
 _BUILTIN_NAMES = {
     code: name
@@ -566,3 +568,100 @@ def test_tflite_full_int8():
     assert np.float32 not in tensor_types
     # int8 steps of the output are about range / 255; a few steps of error.
     assert error < 0.05 * np.max(np.abs(expected))
+
+
+# One matmul per region, as the int8 TFLite export traces the layer.
+
+
+def _two_layer_model():
+    """A strided unshared layer and a shared one with a partial last region, both with bias."""
+    inputs = keras.Input((11, 10, 3))
+    x = LocallyConnected2D(6, 3, strides=2, padding="same", activation="relu")(inputs)
+    outputs = LocallyConnected2D(8, 3, share_size=(2, 3))(x)
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers[1:]:
+        layer.bias.assign(_random(layer.bias.shape, 4))
+    return model
+
+
+def _graph_op_types(function) -> set:
+    """Return the op types of a concrete function's graph, nested functions included."""
+    graph_def = function.graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for library_function in graph_def.library.function:
+        types.update(node.op for node in library_function.node_def)
+    return types
+
+
+def test_per_region_matmuls_match_batched():
+    model = _two_layer_model()
+    images = _random((3, 11, 10, 3))
+    expected = model(images)
+
+    with per_region_matmuls():
+        outputs = model(images)
+
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
+
+
+def test_per_region_trace_has_no_batch_matmul():
+    model = _two_layer_model()
+    spec = tf.TensorSpec((2, 11, 10, 3), tf.float32)
+    batched = tf.function(model).get_concrete_function(spec)
+    with per_region_matmuls():
+        per_region = tf.function(model).get_concrete_function(spec)
+
+    assert "BatchMatMulV2" in _graph_op_types(batched)
+    assert "BatchMatMulV2" not in _graph_op_types(per_region)
+    assert "MatMul" in _graph_op_types(per_region)
+
+
+def test_per_region_context_restores_on_exit():
+    model = _two_layer_model()
+    spec = tf.TensorSpec((1, 11, 10, 3), tf.float32)
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with per_region_matmuls():
+            with per_region_matmuls():
+                pass
+            nested_exit = tf.function(model).get_concrete_function(spec)
+            raise RuntimeError("raised inside the context")
+    after_exit = tf.function(model).get_concrete_function(spec)
+
+    assert "BatchMatMulV2" not in _graph_op_types(nested_exit)
+    assert "BatchMatMulV2" in _graph_op_types(after_exit)
+
+
+def test_per_region_context_is_thread_local():
+    model = _two_layer_model()
+    spec = tf.TensorSpec((1, 11, 10, 3), tf.float32)
+    traced = {}
+
+    def trace():
+        traced["other_thread"] = tf.function(model).get_concrete_function(spec)
+
+    with per_region_matmuls():
+        thread = threading.Thread(target=trace)
+        thread.start()
+        thread.join()
+
+    assert "BatchMatMulV2" in _graph_op_types(traced["other_thread"])
+
+
+def test_per_region_tflite_float32_and_int8():
+    model = _two_layer_model()
+    images = _random((16, 11, 10, 3))
+    expected = model(images[:4]).numpy()
+
+    with per_region_matmuls():
+        float_content = convert_to_tflite(model)
+        int8_content = convert_to_tflite(model, representative_images=images)
+    int8_error = np.max(np.abs(run_tflite(int8_content, images[:4]) - expected))
+
+    for content in (float_content, int8_content):
+        operators = tflite_operators(content)
+        assert "BATCH_MATMUL" not in operators
+        assert "FULLY_CONNECTED" in operators
+        assert not [name for name in operators if name.startswith("CUSTOM")]
+    np.testing.assert_allclose(run_tflite(float_content, images[:4]), expected, rtol=0, atol=1e-5)
+    assert int8_error < 0.05 * np.max(np.abs(expected))

@@ -221,21 +221,36 @@ def test_every_variant_gives_valid_outputs(exported, cascade, astronaut_canvas, 
     assert np.all((anet_probabilities >= 0) & (anet_probabilities <= 1))
 
 
-def test_int8_cascade_quantizes_only_the_nets(exported):
-    types = ops_by_input_type(exported["cascade_int8"])
-    for op in ("CONV_2D", "BATCH_MATMUL", "MAX_POOL_2D"):
+@pytest.mark.parametrize("variant", tflite_export.QUANTIZED_VARIANTS)
+def test_int8_cascade_quantizes_only_the_nets(exported, variant):
+    types = ops_by_input_type(exported[f"cascade_{variant}"])
+    for op in ("CONV_2D", "MAX_POOL_2D"):
         assert types[op] == {"int8"}, (op, types[op])
+    # The locally connected layers run as int8 FULLY_CONNECTED ops, one per
+    # region, and the SVMs as one float32 FULLY_CONNECTED.
+    assert "BATCH_MATMUL" not in types, types.get("BATCH_MATMUL")
+    assert types["FULLY_CONNECTED"] == {"int8", "float32"}, types["FULLY_CONNECTED"]
     for op in ("CUMSUM", "ARG_MAX", "ARG_MIN", "TOPK_V2", "ONE_HOT", "DIV", "GATHER"):
         assert "int8" not in types.get(op, set()), (op, types.get(op))
 
 
-def test_int8_anet_quantizes_only_anet(exported):
-    types = ops_by_input_type(exported["anet_int8"])
-    for op in ("CONV_2D", "BATCH_MATMUL", "MAX_POOL_2D"):
+@pytest.mark.parametrize("variant", tflite_export.QUANTIZED_VARIANTS)
+def test_int8_anet_quantizes_only_anet(exported, variant):
+    types = ops_by_input_type(exported[f"anet_{variant}"])
+    for op in ("CONV_2D", "MAX_POOL_2D"):
         assert types[op] == {"int8"}, (op, types[op])
+    assert "BATCH_MATMUL" not in types, types.get("BATCH_MATMUL")
+    assert types["FULLY_CONNECTED"] == {"int8", "float32"}, types["FULLY_CONNECTED"]
     # The patch crops (GATHER) and the Platt sigmoid (LOGISTIC) stay float32.
     for op in ("GATHER", "LOGISTIC"):
         assert types[op] == {"float32"}, (op, types[op])
+
+
+def test_float32_cascade_keeps_batch_matmul(exported):
+    # XNNPACK runs the float32 BATCH_MATMUL faster than one FULLY_CONNECTED
+    # per region, so only the int8 variants trace the regions apart.
+    types = ops_by_input_type(exported["cascade_float32"])
+    assert types["BATCH_MATMUL"] == {"float32"}, types.get("BATCH_MATMUL")
 
 
 def test_int8_cascade_has_no_requantized_float_tensors(exported):
