@@ -342,6 +342,50 @@ def test_crop_and_resize_mirrors_reversed_box():
     np.testing.assert_allclose(mirrored, crops[:, :, ::-1, :], atol=1e-6)
 
 
+def test_crop_and_resize_with_unknown_channels():
+    images = random_images(2, 20, 24)
+    boxes = np.array([[0.1, 0.2, 0.7, 0.9], [0.3, 0.8, 0.9, 0.1]], np.float32)
+    traced = tf.function(
+        lambda images, boxes: localization.crop_and_resize(images, boxes, (7, 9)),
+        input_signature=[tf.TensorSpec([None] * 4), tf.TensorSpec([None, 4])],
+    )
+
+    crops = traced(images, boxes)
+
+    assert crops.shape == (2, 7, 9, 3)
+    np.testing.assert_array_equal(crops, localization.crop_and_resize(images, boxes, (7, 9)))
+
+
+def test_crop_and_resize_tflite_muls_keep_channel_axis():
+    from ai_edge_litert.interpreter import Interpreter
+
+    images = random_images(2, 40, 40)
+    boxes = np.array([[0.1, 0.2, 0.7, 0.9], [0.3, 0.1, 0.9, 0.6]], np.float32)
+    function = tf.function(
+        lambda images, boxes: localization.crop_and_resize(images, boxes, 16),
+        input_signature=[tf.TensorSpec(images.shape), tf.TensorSpec(boxes.shape)],
+    ).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    interpreter = Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+
+    # XNNPACK runs a MUL slowly when an operand [..., n, 1] is broadcast along
+    # the channel axis; [..., 1, 1] and full channel axes are fast.
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "MUL":
+            continue
+        output_shape = tuple(interpreter._get_tensor_details(op["outputs"][0], 0)["shape"])
+        for index in op["inputs"]:
+            shape = tuple(interpreter._get_tensor_details(index, 0)["shape"])
+            if len(shape) == 4 and shape[-1] != output_shape[-1]:
+                assert shape[-2] == 1, (shape, output_shape)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], images if len(detail["shape"]) == 4 else boxes)
+    interpreter.invoke()
+    crops = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(crops, localization.crop_and_resize(images, boxes, 16), atol=1e-6)
+
+
 def test_crop_and_resize_copies_pixel_aligned_crop():
     images = random_images(1, 20, 30)
 
