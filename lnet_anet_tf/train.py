@@ -92,7 +92,11 @@ flags.DEFINE_list(
     "stages and fit_svm then read images from the shards instead of the image files; "
     "evaluate and export still read image files.",
 )
-flags.DEFINE_bool("add_aligned", False, "Also fine-tune ANet on the aligned training images.")
+flags.DEFINE_bool(
+    "add_aligned", None,
+    "Also fine-tune ANet on the patches of the aligned training images. Default: on "
+    "when the data has aligned images. The test images are still cropped by LNet_s.",
+)
 flags.DEFINE_string("export_dir", None, "Where the export stage writes. Default: <model_dir>/export.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"], "Progress bars: auto shows them on a terminal.")
 flags.DEFINE_integer("seed", 0, "Seed of every random choice, so reruns are identical on the CPU.")
@@ -174,14 +178,21 @@ def load_data(config: config_lib.Config) -> tuple:
     return table, object_source or "", kind, data_dir
 
 
-def open_tfrecords(table) -> dict:
+def resolve_add_aligned(table) -> bool:
+    """Return --add_aligned, or whether `table` has aligned images when it is unset."""
+    if FLAGS.add_aligned is not None:
+        return FLAGS.add_aligned
+    return table.has("aligned_paths")
+
+
+def open_tfrecords(table, add_aligned: bool) -> dict:
     """Return image kind -> the checked shards of --tfrecord_dir (empty without the flag)."""
     if not FLAGS.tfrecord_dir:
         return {}
     from lnet_anet_tf.stages import inputs
 
     try:
-        shards = inputs.open_tfrecord_dirs(FLAGS.tfrecord_dir, table, FLAGS.stages, FLAGS.add_aligned)
+        shards = inputs.open_tfrecord_dirs(FLAGS.tfrecord_dir, table, FLAGS.stages, add_aligned)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error
     for kind, source in sorted(shards.items()):
@@ -225,7 +236,15 @@ def main(argv):
     logging.info("Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync)
 
     table, object_source, kind, data_dir = load_data(config)
-    shards = open_tfrecords(table)
+    add_aligned = resolve_add_aligned(table)
+    if "finetune_anet" in FLAGS.stages:
+        logging.info(
+            "finetune_anet %s the aligned training images (--%sadd_aligned%s).",
+            "adds" if add_aligned else "does not add",
+            "" if add_aligned else "no",
+            ", the default for this data" if FLAGS.add_aligned is None else "",
+        )
+    shards = open_tfrecords(table, add_aligned)
     run_info = {"data_dir": os.path.abspath(data_dir), "dataset_kind": kind}
     if shards:
         run_info["tfrecord_dirs"] = {image: source.directory for image, source in shards.items()}
@@ -244,7 +263,7 @@ def main(argv):
         checkpoint_every_steps=FLAGS.checkpoint_every_steps or None,
         progress={"auto": None, "on": True, "off": False}[FLAGS.progress],
         on_bad_example=FLAGS.on_bad_example,
-        add_aligned=FLAGS.add_aligned,
+        add_aligned=add_aligned,
         export_dir=os.path.abspath(FLAGS.export_dir or os.path.join(model_dir, "export")),
         dataset_kind=kind,
         shards=shards,

@@ -95,6 +95,18 @@ def test_report_printed_at_the_end(tiny_run):
     assert "synthetic" in tiny_run["result"].stdout
 
 
+def test_aligned_images_added_by_default(tiny_run):
+    assert "finetune_anet adds the aligned training images (--add_aligned, the default" in tiny_run["result"].stderr
+
+
+def test_noadd_aligned_flag_respected(tmp_path):
+    command = train_command(tmp_path / "run", tmp_path / "cache", "--noadd_aligned", "--stages=finetune_anet")
+
+    result = run(command, cwd=tmp_path)
+
+    assert "finetune_anet does not add the aligned training images (--noadd_aligned)" in result.stderr
+
+
 def test_rerun_skips_finished_stages(tiny_run):
     before = (tiny_run["model_dir"] / "evaluate" / "metrics.json").read_text()
 

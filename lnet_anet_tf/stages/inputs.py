@@ -68,11 +68,14 @@ def open_tfrecord_dirs(
         sources[source.image] = source
     for kind, stages in required_images(stage_names, add_aligned).items():
         if kind not in sources:
+            alternative = "leave those stages out of --stages"
+            if kind == ALIGNED and "finetune_anet" in stages:
+                alternative += " (finetune_anet reads them because of --add_aligned; pass --noadd_aligned to turn it off)"
             raise ValueError(
                 f"Stage(s) {', '.join(stages)} read {kind} images, but no folder in "
                 f"--tfrecord_dir contains them (it has: {', '.join(sorted(sources))}). Convert "
                 f"them with scripts/convert_to_tfrecords.py --image={kind} and add the "
-                "folder to --tfrecord_dir, or leave those stages out of --stages."
+                f"folder to --tfrecord_dir, or {alternative}."
             )
     return sources
 

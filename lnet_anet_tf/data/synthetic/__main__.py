@@ -1,7 +1,7 @@
 """Generate a synthetic CelebA directory.
 
     python -m lnet_anet_tf.data.synthetic --output_dir /tmp/synthetic_celeba \\
-        --num_identities 200 --images_per_identity 12 --seed 0 \\
+        --num_identities 600 --images_per_identity 5 --seed 0 \\
         --preview /tmp/synthetic_preview.png
 """
 
@@ -13,9 +13,9 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Directory to create. It must not exist or must be empty.", required=True
 )
 _NUM_IDENTITIES = flags.DEFINE_integer(
-    "num_identities", 200, "Number of people, split 8:1:1 into train, validation and test."
+    "num_identities", 600, "Number of people, split 8:1:1 into train, validation and test."
 )
-_IMAGES_PER_IDENTITY = flags.DEFINE_integer("images_per_identity", 12, "Images of each person.")
+_IMAGES_PER_IDENTITY = flags.DEFINE_integer("images_per_identity", 5, "Images of each person.")
 _SEED = flags.DEFINE_integer("seed", 0, "Dataset seed. The same seed writes the same bytes.")
 _PREVIEW = flags.DEFINE_string(
     "preview", None, "If set, write a labelled contact sheet of the first images to this PNG path."
