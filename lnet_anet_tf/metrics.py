@@ -65,17 +65,47 @@ def localization_metrics(predicted: np.ndarray, ground_truth: np.ndarray, thresh
     Every image has exactly one predicted and one true face box, so recall here
     is the fraction of images whose predicted box overlaps the true box enough.
     """
-    overlaps = localization.iou(
-        np.asarray(predicted, np.float32), np.asarray(ground_truth, np.float32)
-    ).numpy()
+    predicted = np.asarray(predicted, np.float32)
+    ground_truth = np.asarray(ground_truth, np.float32)
+    overlaps = localization.iou(predicted, ground_truth).numpy()
     counts, _ = np.histogram(overlaps, bins=IOU_BIN_EDGES)
     return {
         "num_examples": int(len(overlaps)),
         "iou_threshold": threshold,
-        "recall": float((overlaps >= threshold).mean()) if len(overlaps) else float("nan"),
-        "mean_iou": float(overlaps.mean()) if len(overlaps) else float("nan"),
+        "recall": _mean(overlaps >= threshold),
+        "mean_iou": _mean(overlaps),
         "iou_histogram": {
             "bin_edges": [float(edge) for edge in IOU_BIN_EDGES],
             "counts": [int(count) for count in counts],
         },
+        **box_shape_metrics(predicted, ground_truth),
     }
+
+
+def box_shape_metrics(predicted: np.ndarray, ground_truth: np.ndarray) -> dict:
+    """Say how predicted boxes miss: placement, size and coverage of the true boxes.
+
+    "centre_inside" is the fraction of predicted boxes that contain the true box's
+    centre, "true_box_inside" the fraction that contain the whole true box, and
+    "median_area_ratio" the median of predicted area / true area. A box with a low
+    IoU but its centre inside is well placed and wrongly sized.
+    """
+    ymin, xmin, ymax, xmax = np.moveaxis(predicted, -1, 0)
+    true_ymin, true_xmin, true_ymax, true_xmax = np.moveaxis(ground_truth, -1, 0)
+    centre_y = (true_ymin + true_ymax) / 2
+    centre_x = (true_xmin + true_xmax) / 2
+    centre_inside = (ymin <= centre_y) & (centre_y <= ymax) & (xmin <= centre_x) & (centre_x <= xmax)
+    true_box_inside = (ymin <= true_ymin) & (true_ymax <= ymax) & (xmin <= true_xmin) & (true_xmax <= xmax)
+
+    area = (ymax - ymin) * (xmax - xmin)
+    true_area = (true_ymax - true_ymin) * (true_xmax - true_xmin)
+    ratios = area[true_area > 0] / true_area[true_area > 0]
+    return {
+        "centre_inside": _mean(centre_inside),
+        "true_box_inside": _mean(true_box_inside),
+        "median_area_ratio": float(np.median(ratios)) if len(ratios) else float("nan"),
+    }
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")

@@ -96,4 +96,24 @@ def _histogram_table(localization: dict) -> list:
     for index in range(len(edges) - 1):
         counts = [str(localization[net]["iou_histogram"]["counts"][index]) for net in nets]
         lines.append(f"| {edges[index]:.1f}-{edges[index + 1]:.1f} | " + " | ".join(counts) + " |")
+    return lines + _box_shape_table(localization, nets)
+
+
+def _box_shape_table(localization: dict, nets: list) -> list:
+    # Reports written before these measures existed lack them; leave the table out.
+    if any("centre_inside" not in localization[net] for net in nets):
+        return []
+    lines = [
+        "",
+        "## Box placement and size",
+        "",
+        "| net | mean IoU | contains the true centre (%) | contains the true box (%) | median area / true area |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for net in nets:
+        values = localization[net]
+        lines.append(
+            f"| {net} | {values['mean_iou']:.3f} | {_percent(values['centre_inside'])} "
+            f"| {_percent(values['true_box_inside'])} | {values['median_area_ratio']:.2f} |"
+        )
     return lines

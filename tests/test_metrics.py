@@ -74,6 +74,30 @@ def test_localization_recall_and_histogram():
     assert result["iou_histogram"]["counts"][-1] == 1
 
 
+def test_box_shape_placement_and_size():
+    truth = np.array([[0.2, 0.2, 0.6, 0.6]] * 3, np.float32)
+    predicted = np.array(
+        [
+            [0.1, 0.1, 0.7, 0.7],  # contains the whole true box, area ratio 2.25
+            [0.3, 0.3, 0.5, 0.5],  # contains the centre only, area ratio 0.25
+            [0.7, 0.7, 0.9, 0.9],  # misses, area ratio 0.25
+        ],
+        np.float32,
+    )
+
+    result = metrics.localization_metrics(predicted, truth)
+
+    assert result["centre_inside"] == pytest.approx(2 / 3)
+    assert result["true_box_inside"] == pytest.approx(1 / 3)
+    assert result["median_area_ratio"] == pytest.approx(0.25)
+
+
+def test_report_box_shape_table():
+    text = report.render(_document("synthetic"))
+
+    assert "| lnet_s | 1.000 | 100.00 | 100.00 | 1.00 |" in text
+
+
 def _document(dataset):
     labels = np.random.default_rng(0).integers(0, 2, [20, attributes.NUM_ATTRIBUTES])
     box = np.array([[0.1, 0.1, 0.6, 0.6]] * 20, np.float32)
