@@ -355,6 +355,167 @@ def test_crop_mirrors_reversed_box(tmp_path):
     np.testing.assert_allclose(crops[1], crops[0][:, ::-1], atol=1e-5)
 
 
+# Repeated paths: each image is decoded once for all its rows.
+
+
+def write_noise_images(folder, count, height=20, width=28):
+    """Write `count` JPEGs of random pixels, so that crops of different images differ."""
+    rng = np.random.default_rng(0)
+    return [
+        write_image(folder / f"noise_{row:03d}.jpg", rng.integers(0, 256, (height, width, 3)))
+        for row in range(count)
+    ]
+
+
+def repeated_crop_inputs(tmp_path, num_images=6, rows_per_image=3):
+    """Return (paths, boxes, labels): `rows_per_image` random boxes per image, rows image-major."""
+    paths = np.repeat(write_noise_images(tmp_path, num_images), rows_per_image)
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(0.0, 0.4, (len(paths), 2))
+    sides = rng.uniform(0.3, 0.6, (len(paths), 2))
+    boxes = np.concatenate([corners, corners + sides], axis=1).astype(np.float32)
+    return paths, boxes, np.arange(len(paths), dtype=np.int32)
+
+
+def crops_by_index(dataset):
+    elements = {}
+    for features, labels in dataset:
+        for index, crop, label in zip(features["index"].numpy(), features["image"].numpy(), labels.numpy()):
+            assert int(index) not in elements, f"index {index} appears twice"
+            elements[int(index)] = (crop, label)
+    return elements
+
+
+def test_repeated_paths_match_separate_files(tmp_path):
+    paths, boxes, labels = repeated_crop_inputs(tmp_path)
+    copies = []
+    for row, path in enumerate(paths):
+        copy = tmp_path / f"copy_{row:03d}.jpg"
+        copy.write_bytes(open(path, "rb").read())
+        copies.append(str(copy))
+    # Batches of 6 keep all 18 rows in training, in a different order for each input.
+    options = dict(training=True, seed=1, epoch=2, augment=True, with_index=True)
+
+    grouped = crops_by_index(pipeline.crop_dataset(paths, boxes, labels, 8, 6, **options))
+    separate = crops_by_index(pipeline.crop_dataset(copies, boxes, labels, 8, 6, **options))
+
+    assert sorted(grouped) == list(range(18))
+    assert sorted(separate) == list(range(18))
+    for index, (crop, label) in grouped.items():
+        np.testing.assert_array_equal(crop, separate[index][0])
+        assert label == index
+
+
+def test_repeated_paths_training_order(tmp_path, monkeypatch):
+    # Windows of 2 images x 3 rows, so that 6 images span 3 mixing windows.
+    monkeypatch.setattr(pipeline, "MIX_WINDOW_IMAGES", 2)
+    paths, boxes, labels = repeated_crop_inputs(tmp_path)
+
+    def order(seed, epoch):
+        dataset = pipeline.crop_dataset(
+            paths, boxes, labels, 8, 6, training=True, seed=seed, epoch=epoch, with_index=True
+        )
+        return indices_of(dataset)
+
+    first = order(seed=3, epoch=5)
+    assert first == order(seed=3, epoch=5)
+    assert sorted(first) == list(range(18))
+    assert first != order(seed=3, epoch=6)
+    assert first != order(seed=4, epoch=5)
+    window_of_row = {row: position // 6 for position, row in enumerate(first)}
+    for image in range(6):
+        windows = {window_of_row[row] for row in range(3 * image, 3 * image + 3)}
+        assert len(windows) == 1, f"the rows of image {image} span windows {windows}"
+
+
+def test_repeated_paths_evaluation_keeps_row_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "MIX_WINDOW_IMAGES", 2)
+    images_written = write_noise_images(tmp_path, 3)
+    paths = [images_written[i] for i in (0, 1, 0, 2, 1, 0, 2, 2, 1, 0)]
+    boxes = np.tile([[0.1, 0.2, 0.8, 0.9]], (len(paths), 1))
+
+    dataset = pipeline.crop_dataset(
+        paths, boxes, np.arange(len(paths)), 8, 3, training=False, with_index=True
+    )
+
+    assert indices_of(dataset) == list(range(len(paths)))
+
+
+def test_repeated_paths_start_batch_resumes_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "MIX_WINDOW_IMAGES", 2)
+    paths, boxes, labels = repeated_crop_inputs(tmp_path)
+
+    def elements(start_batch):
+        dataset = pipeline.crop_dataset(
+            paths, boxes, labels, 8, 4, training=True, seed=1, epoch=0, augment=True,
+            start_batch=start_batch, with_index=True,
+        )
+        return [(index, crop) for index, (crop, _) in crops_by_index(dataset).items()]
+
+    resumed, uninterrupted = elements(start_batch=1), elements(start_batch=0)
+    assert [index for index, _ in resumed] == [index for index, _ in uninterrupted[4:]]
+    for (_, crop), (_, expected) in zip(resumed, uninterrupted[4:]):
+        np.testing.assert_array_equal(crop, expected)
+    assert elements(start_batch=5) == []
+
+
+def test_repeated_paths_training_shards_disjoint_and_equal(tmp_path):
+    paths, boxes, labels = repeated_crop_inputs(tmp_path)
+    shards = []
+    for pipeline_id in range(4):
+        context = tf.distribute.InputContext(4, pipeline_id, 4)
+        dataset = pipeline.crop_dataset(
+            paths, boxes, labels, 8, 8, training=True, seed=2, input_context=context,
+            with_index=True,
+        )
+        shards.append(indices_of(dataset))
+
+    assert [len(shard) for shard in shards] == [4, 4, 4, 4]
+    assert len({row for shard in shards for row in shard}) == 16
+
+
+@pytest.mark.parametrize("kind", ["corrupt_middle", "too_large"])
+def test_repeated_invalid_file_skipped_once(tmp_path, kind, caplog):
+    paths = list(np.repeat(write_noise_images(tmp_path, 3), 2))
+    bad_path = tmp_path / "bad.jpg"
+    if kind == "too_large":
+        png_with_header_size(bad_path, 7000, 6000)
+    else:
+        bad_path.write_bytes(corrupt_middle_jpeg(tmp_path))
+    bad_rows = [1, 2, 5]
+    for row in bad_rows:
+        paths[row] = str(bad_path)
+    boxes = np.tile([[0.0, 0.0, 1.0, 1.0]], (len(paths), 1))
+    dataset = pipeline.crop_dataset(
+        paths, boxes, np.arange(len(paths)), 8, 2, training=False, on_bad_example="skip",
+        with_index=True,
+    )
+
+    with caplog.at_level(python_logging.WARNING):
+        rows = indices_of(dataset)
+
+    assert rows == [0, 3, 4]
+    warnings = [record.getMessage() for record in caplog.records if str(bad_path) in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "1 invalid image file(s) skipped so far" in warnings[0]
+
+
+def test_repeated_invalid_file_raises_naming_it(tmp_path):
+    paths = list(np.repeat(write_noise_images(tmp_path, 2), 3))
+    bad_path = tmp_path / "bad.jpg"
+    bad_path.write_bytes(truncated_jpeg(tmp_path))
+    paths[3:6] = [str(bad_path)] * 3
+    boxes = np.tile([[0.0, 0.0, 1.0, 1.0]], (len(paths), 1))
+    dataset = pipeline.crop_dataset(paths, boxes, np.arange(6), 8, 2, training=True, seed=0)
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        list(dataset)
+
+    message = images.invalid_image_message(str(raised.value))
+    assert message.startswith(f"Invalid image file {bad_path}: ")
+    assert "probably truncated" in message
+
+
 # Aligned faces.
 
 
@@ -594,6 +755,31 @@ def test_header_image_size_unknown_format():
 def test_header_image_size_rejects_webp_signature_alone():
     with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid WebP header"):
         images.header_image_size(tf.constant(b"RIFF\x00\x00\x00\x00WEBP"))
+
+
+@pytest.mark.parametrize(
+    "mode, options",
+    [
+        ("RGB", {}),
+        ("RGB", {"subsampling": 0}),
+        ("RGB", {"progressive": True}),
+        ("L", {}),
+        ("CMYK", {}),
+    ],
+)
+def test_jpeg_loads_like_decode_image(tmp_path, mode, options):
+    # load_images decodes JPEGs with decode_jpeg, the TFRecord pipelines with
+    # decode_image; both must give the same pixels.
+    array = np.random.default_rng(2).integers(0, 256, (19, 27, 3)).astype(np.uint8)
+    path = str(tmp_path / "image.jpg")
+    Image.fromarray(array).convert(mode).save(path, quality=90, **options)
+    examples = tf.data.Dataset.from_tensor_slices({"path": [path]})
+
+    loaded = next(iter(images.load_images(examples)))["image"].numpy()
+
+    expected = images.decode_image(tf.io.read_file(path)).numpy()
+    assert loaded.shape == (19, 27, 3)
+    np.testing.assert_array_equal(loaded, expected)
 
 
 def test_grayscale_png_becomes_rgb(tmp_path):

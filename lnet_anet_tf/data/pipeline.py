@@ -23,6 +23,15 @@ All pipelines except the TFDS source share these rules:
   its generator streams between versions, so keep one NumPy version to resume.
   Iterating one dataset twice repeats its order. With `training=False` the rows keep their order.
   `deterministic=False` lets tf.data yield examples out of order, for speed.
+- Repeated paths. When rows share a path (ANet's patches of one face), the order is
+  cut into mixing windows of consecutive examples: the examples of
+  `MIX_WINDOW_IMAGES` images, at most `MAX_MIX_WINDOW_EXAMPLES`. The pipeline reads
+  and decodes an image once for all of its rows in one window, prepares each row
+  from it and sorts the window's examples back into their order. In training the
+  generator seeded with (seed, epoch) permutes the images, not the rows, so that
+  the rows of one image follow one another, and then shuffles each window. A batch
+  therefore contains examples of about `MIX_WINDOW_IMAGES` images instead of rows
+  drawn from the whole epoch.
 - Sharding. With a `tf.distribute.InputContext`, pipeline i of k takes every k-th row
   of the epoch's order, before any file is read, and `batch_size` is the global batch
   size. Training shards get equal lengths, so every replica runs the same number of
@@ -30,8 +39,13 @@ All pipelines except the TFDS source share these rules:
   Together, evaluation shards contain every row once.
   NOTE: with `on_bad_example="skip"`, a shard that skips files can run fewer steps
   than the others, which can stall synchronous multi-worker training.
+  With repeated paths, the rows of one image are split among the shards, and each
+  shard that gets some of them decodes the image.
 - Resuming. `start_batch` skips that many batches of this pipeline's shard without
   reading their files. The result is exact when no file was skipped as invalid.
+  With repeated paths, a skipped file shifts the runs of examples that are sorted
+  back into order, so the examples after it can come in a different order than
+  the rows. The order is still the same for the same files, seed and epoch.
 - Invalid files raise or are skipped (`on_bad_example`), see `images.load_images`.
   With "error" the dataset's cardinality is known; with "skip" it is unknown.
 - Batches are dropped at the end of a training epoch when incomplete, and kept
@@ -41,7 +55,7 @@ All pipelines except the TFDS source share these rules:
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 from absl import logging
 import numpy as np
@@ -56,6 +70,16 @@ PathLike = Union[str, os.PathLike]
 
 # Box noise for training crops, as a fraction of the box side per edge.
 DEFAULT_BOX_JITTER = 0.05
+
+# The uint8 value that `preprocessing.normalize` maps to 0.0.
+_MID_GRAY_UINT8 = 127.5
+
+# When rows share a path, a mixing window contains the examples of this many
+# images, and at most `MAX_MIX_WINDOW_EXAMPLES` examples. The pipeline keeps one
+# or two windows of prepared examples in memory: 1024 crops of 96 x 96 float32
+# pixels take 108 MiB.
+MIX_WINDOW_IMAGES = 64
+MAX_MIX_WINDOW_EXAMPLES = 1024
 
 # The centre face region of CelebA's 178x218 aligned images: the 148x148 square at
 # x=15, y=40, centred horizontally. `aligned_face_dataset(face_box=...)` changes it.
@@ -246,7 +270,6 @@ def crop_fn(
     augment_seed = _augment_seed(seed, epoch)
 
     def prepare(example):
-        image = preprocessing.normalize(example["image"])
         box = example["box"]
         if augment:
             seed_pair = _example_seed(augment_seed, example["index"])
@@ -254,13 +277,18 @@ def crop_fn(
                 tf.random.experimental.stateless_split(seed_pair, 2)
             )
             box = _jitter_box(box, box_jitter, jitter_seed)
+        # Cropping the uint8 image and normalizing the crop converts crop_size^2
+        # pixels to float instead of the whole image. Bilinear sampling commutes with
+        # the affine `normalize`, so this changes the values by float rounding only,
+        # and the outside of the image stays exactly 0.0, mid-gray.
         crop = tf.image.crop_and_resize(
-            image[tf.newaxis],
+            example["image"][tf.newaxis],
             box[tf.newaxis],
             tf.zeros([1], tf.int32),
             [crop_size, crop_size],
-            extrapolation_value=0.0,
+            extrapolation_value=_MID_GRAY_UINT8,
         )[0]
+        crop = preprocessing.normalize(crop)
         if augment:
             crop = tf.image.stateless_random_flip_left_right(crop, flip_seed)
         if with_index:
@@ -526,23 +554,24 @@ def _build_dataset(
     if num_rows == 0:
         raise ValueError("The pipeline has no examples: the given table or arrays are empty.")
 
-    rows = _epoch_rows(num_rows, training=training, seed=seed, epoch=epoch)
+    path_ids, num_paths = _path_ids(columns["path"])
+    mix_window = _mix_window(path_ids) if num_paths < num_rows else None
+    rows = _epoch_rows(
+        num_rows, training=training, seed=seed, epoch=epoch, path_ids=path_ids,
+        num_paths=num_paths, mix_window=mix_window,
+    )
     rows = _shard_rows(rows, input_context, equal_shards=training)
     per_replica_batch_size = _per_replica_batch_size(batch_size, input_context)
     rows = rows[start_batch * per_replica_batch_size :]
 
-    examples = {name: values[rows] for name, values in columns.items()}
-    examples["index"] = rows.astype(np.int64)
-    dataset = tf.data.Dataset.from_tensor_slices(examples)
-    dataset = images.load_images(
-        dataset,
-        on_bad_example=on_bad_example,
-        max_pixels=max_pixels,
-        deterministic=deterministic,
+    load_options = dict(
+        on_bad_example=on_bad_example, max_pixels=max_pixels, deterministic=deterministic
     )
-    dataset = dataset.map(
-        prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
-    )
+    if mix_window is None:
+        dataset = _prepare_each_row(columns, rows, prepare, **load_options)
+    else:
+        groups = _window_groups(path_ids[rows], num_paths, mix_window)
+        dataset = _prepare_by_image(columns, rows, groups, prepare, mix_window, **load_options)
     if cache:
         dataset = dataset.cache()
     dataset = dataset.batch(
@@ -562,16 +591,162 @@ def _build_dataset(
     return _finish(dataset, deterministic)
 
 
+def _prepare_each_row(
+    columns: dict, rows: np.ndarray, prepare, *, on_bad_example: str, max_pixels: int,
+    deterministic: bool,
+) -> tf.data.Dataset:
+    """Load the image of every row in `rows` and `prepare` it, in the order of `rows`."""
+    examples = {name: values[rows] for name, values in columns.items()}
+    examples["index"] = rows.astype(np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(examples)
+    dataset = images.load_images(
+        dataset,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+        deterministic=deterministic,
+    )
+    return dataset.map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
+
+
+def _prepare_by_image(
+    columns: dict, rows: np.ndarray, groups: _WindowGroups, prepare, mix_window: int, *,
+    on_bad_example: str, max_pixels: int, deterministic: bool,
+) -> tf.data.Dataset:
+    """Prepare the rows in `rows` like `_prepare_each_row`, loading each image once per group.
+
+    Each group's image is loaded once, with the checks and messages of
+    `images.load_images`. Every row of the group is prepared from it, and the
+    examples of each window of `mix_window` positions are sorted back into the
+    order of `rows`.
+    """
+    group_rows = rows[groups.first_positions]
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"path": columns["path"][group_rows], "start": groups.starts, "count": groups.counts}
+    )
+    dataset = images.load_images(
+        dataset,
+        on_bad_example=on_bad_example,
+        max_pixels=max_pixels,
+        deterministic=deterministic,
+    )
+    examples = dataset.flat_map(_expand_group_fn(columns, rows, groups.members))
+
+    def prepare_with_position(example):
+        position = example["position"]
+        rest = {name: value for name, value in example.items() if name != "position"}
+        return position, prepare(rest)
+
+    prepared = examples.map(
+        prepare_with_position, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
+    return _sort_windows(prepared, mix_window)
+
+
+class _WindowGroups(NamedTuple):
+    """Groups of positions in the pipeline's rows: a group is the rows of one path in one window."""
+
+    first_positions: np.ndarray  # [G] the first position of each group, increasing
+    starts: np.ndarray  # [G] where each group's positions begin in `members`
+    counts: np.ndarray  # [G] positions of each group
+    members: np.ndarray  # [M] all positions, grouped, in increasing order within a group
+
+
+def _window_groups(path_ids: np.ndarray, num_paths: int, mix_window: int) -> _WindowGroups:
+    """Group the positions of `path_ids` by (window of `mix_window` positions, path id)."""
+    positions = np.arange(len(path_ids), dtype=np.int64)
+    keys = (positions // mix_window) * num_paths + path_ids
+    _, first_positions, key_index = np.unique(keys, return_index=True, return_inverse=True)
+    # np.unique numbers the groups by key; number them by first position instead, so
+    # that the groups come in the order of the rows.
+    by_first_position = np.argsort(first_positions)
+    group_of_position = np.argsort(by_first_position)[key_index.reshape(-1)]
+    counts = np.bincount(group_of_position, minlength=len(first_positions)).astype(np.int64)
+    return _WindowGroups(
+        first_positions=first_positions[by_first_position],
+        starts=np.cumsum(counts) - counts,
+        counts=counts,
+        members=np.argsort(group_of_position, kind="stable").astype(np.int64),
+    )
+
+
+def _expand_group_fn(columns: dict, rows: np.ndarray, members: np.ndarray):
+    """Return the map from a loaded group to the dataset of its examples.
+
+    Every example gets the group's decoded image, its row as "index", its position
+    in `rows` as "position", and the row's values of the columns other than "path".
+    """
+    member_positions = tf.constant(members, tf.int64)
+    row_of_position = tf.constant(rows, tf.int64)
+    column_values = {
+        name: tf.constant(values) for name, values in columns.items() if name != "path"
+    }
+
+    def expand(group):
+        positions = member_positions[group["start"] : group["start"] + group["count"]]
+
+        def example(position):
+            row = tf.gather(row_of_position, position)
+            values = {name: tf.gather(tensor, row) for name, tensor in column_values.items()}
+            return {"image": group["image"], "index": row, "position": position, **values}
+
+        return tf.data.Dataset.from_tensor_slices(positions).map(example)
+
+    return expand
+
+
+def _sort_windows(prepared: tf.data.Dataset, mix_window: int) -> tf.data.Dataset:
+    """Sort each run of `mix_window` (position, element) pairs by position; drop positions.
+
+    A window's examples arrive grouped by image, and exactly `mix_window` of them
+    (fewer in the last window) unless a file was skipped as invalid. A skipped file
+    shifts the runs after it, which then straddle two windows: the order stays the
+    same for the same files, but differs from the order of the rows.
+    """
+
+    def sort(positions, elements):
+        order = tf.argsort(positions)
+        return tf.nest.map_structure(lambda values: tf.gather(values, order), elements)
+
+    return prepared.batch(mix_window).map(sort).unbatch()
+
+
 def _finish(dataset: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _epoch_rows(num_rows: int, *, training: bool, seed: int, epoch: int) -> np.ndarray:
+def _epoch_rows(
+    num_rows: int, *, training: bool, seed: int, epoch: int, path_ids: np.ndarray,
+    num_paths: int, mix_window: Optional[int],
+) -> np.ndarray:
+    """Return the rows in the order of the epoch; see "Order" and "Repeated paths" above."""
     if not training:
         return np.arange(num_rows)
-    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+    generator = np.random.default_rng([seed, epoch])
+    if mix_window is None:
+        return generator.permutation(num_rows)
+    image_order = generator.permutation(num_paths)
+    image_position = np.argsort(image_order)
+    by_image = np.argsort(image_position[path_ids], kind="stable")
+    # Sorting by (window, random key) shuffles each window of consecutive positions.
+    window_of_position = np.arange(num_rows) // mix_window
+    mixed = np.lexsort((generator.random(num_rows), window_of_position))
+    return by_image[mixed]
+
+
+def _path_ids(paths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Return the id of every row's path (equal paths share an id) and the number of ids."""
+    unique_paths, path_ids = np.unique(paths, return_inverse=True)
+    return path_ids.reshape(-1).astype(np.int64), len(unique_paths)
+
+
+def _mix_window(path_ids: np.ndarray) -> int:
+    """Return the mixing window for `path_ids` in examples; see `MIX_WINDOW_IMAGES`."""
+    max_rows_per_path = int(np.bincount(path_ids).max())
+    return min(MIX_WINDOW_IMAGES * max_rows_per_path, MAX_MIX_WINDOW_EXAMPLES)
 
 
 def _shard_rows(
