@@ -292,8 +292,8 @@ def render(results: dict) -> str:
         "",
         "- Crop pipelines read one fixed box per image instead of the previous net's "
         "boxes; decoding and `crop_and_resize` cost the same wherever the box lies.",
-        "- `finetune_anet`'s pipeline decodes the whole in-the-wild image once per patch, "
-        "five times per face.",
+        "- `finetune_anet`'s pipeline decodes each in-the-wild image once and cuts its "
+        "five patches from it.",
         f"- Pre-training heads: the paper preset's are sized for ImageNet's "
         f"{PAPER_OBJECT_CLASSES:,} classes and CelebA's {PAPER_IDENTITIES:,} identities, "
         "the demo preset's for the synthetic data's classes and identities.",
