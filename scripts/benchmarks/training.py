@@ -17,6 +17,7 @@ the box lies.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -208,13 +209,21 @@ def time_steps(train_step: Callable, iterator, batch_size: int, sizes: Sizes) ->
 
 
 def time_pipeline(dataset: tf.data.Dataset, batch_size: int, sizes: Sizes) -> dict:
-    """Return the examples per second that `dataset` delivers, batches pulled and dropped."""
+    """Return the examples per second that `dataset` delivers, batches pulled and dropped.
+
+    A crop pipeline whose rows share images prepares a whole mixing window of
+    examples before it yields the first, so a run that ends inside a window would
+    time examples prepared earlier. Each run therefore pulls at least two of the
+    largest windows.
+    """
     iterator = iter(dataset.repeat())
+    min_batches = math.ceil(2 * pipeline.MAX_MIX_WINDOW_EXAMPLES / batch_size)
+    batches = max(sizes.pipeline_batches_per_run, min_batches)
 
     def run():
-        for _ in range(sizes.pipeline_batches_per_run):
+        for _ in range(batches):
             next(iterator)
-        return sizes.pipeline_batches_per_run * batch_size
+        return batches * batch_size
 
     return common.time_runs(run, sizes.runs, warmup=1, budget_s=sizes.budget_s)
 
