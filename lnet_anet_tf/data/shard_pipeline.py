@@ -19,7 +19,7 @@ element under both inputs, with the same augmentation. The inputs differ in:
   each file goes to the pipeline with the fewest examples so far, so the pipelines
   read disjoint files of nearly equal example counts. In training every pipeline stops
   after the smallest pipeline's number of full batches, so all replicas run the
-  same number of steps; `min_examples_per_pipeline` gives the smallest pipeline's
+  same number of steps. `min_examples_per_pipeline` returns the smallest pipeline's
   size over a run's epochs.
 - Invalid data. The images were checked when converted, and a record that does
   not decode raises. A record whose row is not one that the conversion plan puts
