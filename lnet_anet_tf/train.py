@@ -185,6 +185,15 @@ def resolve_add_aligned(table) -> bool:
     return table.has("aligned_paths")
 
 
+def log_add_aligned(add_aligned: bool) -> None:
+    """Log whether finetune_anet adds the aligned images, and whether by default."""
+    action, flag = "adds", "--add_aligned"
+    if not add_aligned:
+        action, flag = "does not add", "--noadd_aligned"
+    source = ", the default for this data" if FLAGS.add_aligned is None else ""
+    logging.info("finetune_anet %s the aligned training images (%s%s).", action, flag, source)
+
+
 def open_tfrecords(table, add_aligned: bool) -> dict:
     """Return image kind -> the checked shards of --tfrecord_dir (empty without the flag)."""
     if not FLAGS.tfrecord_dir:
@@ -238,12 +247,7 @@ def main(argv):
     table, object_source, kind, data_dir = load_data(config)
     add_aligned = resolve_add_aligned(table)
     if "finetune_anet" in FLAGS.stages:
-        logging.info(
-            "finetune_anet %s the aligned training images (--%sadd_aligned%s).",
-            "adds" if add_aligned else "does not add",
-            "" if add_aligned else "no",
-            ", the default for this data" if FLAGS.add_aligned is None else "",
-        )
+        log_add_aligned(add_aligned)
     shards = open_tfrecords(table, add_aligned)
     run_info = {"data_dir": os.path.abspath(data_dir), "dataset_kind": kind}
     if shards:
