@@ -83,6 +83,9 @@ class Cascade(tf.Module):
         # Constants: each LNet's response to a blank image, subtracted from its maps.
         self.lnet_o_blank = tf.constant(localization.blank_response(lnet_o))
         self.lnet_s_blank = tf.constant(localization.blank_response(lnet_s))
+        # Where each LNet's map cells lie in its input; plain Python numbers.
+        self.lnet_o_geometry = localization.map_geometry(lnet_o)
+        self.lnet_s_geometry = localization.map_geometry(lnet_s)
         self.anet = anet
         self.localization_config = config.localization
 
@@ -158,7 +161,9 @@ class Cascade(tf.Module):
         response = localization.response_map(
             self.lnet_o(letterboxed, training=False)["feature_map"], self.lnet_o_blank
         )
-        boxes, scores = localization.locate(response, self.localization_config)
+        boxes, scores = localization.locate(
+            response, self.localization_config, self.lnet_o_geometry
+        )
         head_boxes = localization.ensure_min_size(
             preprocessing.window_to_image(boxes, window), self.localization_config.min_box_side
         )
@@ -189,7 +194,9 @@ class Cascade(tf.Module):
         response = localization.response_map(
             self.lnet_s(crops, training=False)["feature_map"], self.lnet_s_blank
         )
-        boxes_in_crop, scores = localization.locate(response, self.localization_config)
+        boxes_in_crop, scores = localization.locate(
+            response, self.localization_config, self.lnet_s_geometry
+        )
         return {
             "face_box": localization.ensure_min_size(
                 localization.box_to_parent(boxes_in_crop, crop_boxes),

@@ -6,9 +6,9 @@ with an integral image, and the best one wins. Its edges are then moved one at a
 time to their best positions.
 
 Boxes are normalized [ymin, xmin, ymax, xmax] float32 in [0, 1] of the image they
-refer to, the TensorFlow convention. A response map cell i of h covers the band
-[i / h, (i + 1) / h] of the net's input, which ignores the small offset that valid
-convolutions add to the receptive fields.
+refer to, the TensorFlow convention. `locate` finds a box on the response map;
+`MapGeometry` says where the map's cells sit in the net's input, so that the box can
+be mapped there (see `map_geometry`).
 
 Every op here converts to a TFLite builtin: MEAN, RESIZE_BILINEAR, TOPK_V2, CUMSUM,
 PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN and arithmetic. `tf.image.crop_and_resize`
@@ -17,10 +17,12 @@ is not a builtin, so `crop_and_resize` samples with GATHER and arithmetic instea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Sequence, Union
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -56,6 +58,118 @@ def blank_response(model) -> tf.Tensor:
     side = int(model.inputs[0].shape[1])
     feature_map = model(tf.zeros([1, side, side, 3]), training=False)["feature_map"]
     return response_map(tf.cast(feature_map, tf.float32))[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MapGeometry:
+    """The positions of a response map's cells in the input of the net that made it.
+
+    Per axis (height, then width): the input side in pixels, the number of map
+    cells, the input coordinate of cell 0's receptive-field centre and the
+    distance between neighbouring centres, in pixels. Pixel i spans [i, i + 1].
+    """
+
+    input_size: tuple
+    map_size: tuple
+    first_center: tuple
+    stride: tuple
+
+
+def map_geometry(model: keras.Model, output: str = "feature_map") -> MapGeometry:
+    """Derive the `MapGeometry` of `model`'s output `output` from its layers.
+
+    Follows the chain of layers from the model's input to its output `output`,
+    composing the kernel size, stride and padding of each convolution and pooling
+    layer as TensorFlow pads them ("same" puts the odd padding pixel after the
+    map). Other layers must keep the spatial size. Raises ValueError when a layer
+    on the way has several inputs or the composed map size disagrees with the
+    output's shape.
+
+    Why it matters: a valid convolution and each pooling layer move the centres
+    inwards, so the map does not span the whole input. In the demo LNets (96
+    pixel input, 10 x 10 map) the centres run from pixel 8.5 to 80.5, 8 apart.
+    Reading cell i of 10 as the band [i / 10, (i + 1) / 10] of the input instead
+    made boxes 1.2 times too tall and wide and shifted them towards the bottom
+    right.
+    """
+    input_size = tuple(int(side) for side in model.inputs[0].shape[1:3])
+    size, center, stride = list(input_size), [0.5, 0.5], [1.0, 1.0]
+    for layer in _chain_to(model, output):
+        kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+        if kernel is None or not hasattr(layer, "strides"):
+            continue
+        dilation = getattr(layer, "dilation_rate", (1, 1))
+        for axis in range(2):
+            extent = (kernel[axis] - 1) * dilation[axis] + 1
+            step = layer.strides[axis]
+            if layer.padding == "same":
+                out = -(-size[axis] // step)
+                pad_before = max((out - 1) * step + extent - size[axis], 0) // 2
+            else:
+                out = (size[axis] - extent) // step + 1
+                pad_before = 0
+            center[axis] += (extent - 1 - 2 * pad_before) / 2 * stride[axis]
+            stride[axis] *= step
+            size[axis] = out
+
+    map_size = tuple(int(side) for side in model.output[output].shape[1:3])
+    if tuple(size) != map_size:
+        raise ValueError(
+            f"The layers of {model.name!r} give a {size[0]}x{size[1]} map, but "
+            f"{output!r} is {map_size[0]}x{map_size[1]}; map_geometry needs a chain "
+            f"of convolution and pooling layers."
+        )
+    return MapGeometry(input_size, map_size, tuple(center), tuple(stride))
+
+
+def _chain_to(model: keras.Model, output: str) -> list:
+    """Return the layers from `model`'s input to its output `output`, in order."""
+    if not isinstance(model.output, dict) or output not in model.output:
+        raise ValueError(f"Model {model.name!r} has no output named {output!r}.")
+    producers = {id(layer.output): layer for layer in model.layers if layer.input is not None}
+    layer = producers[id(model.output[output])]
+    chain = []
+    while True:
+        chain.append(layer)
+        if isinstance(layer.input, (list, tuple, dict)):
+            raise ValueError(
+                f"Layer {layer.name!r} of {model.name!r} has several inputs; "
+                f"map_geometry needs a chain of layers."
+            )
+        layer = producers.get(id(layer.input))
+        if layer is None or isinstance(layer, keras.layers.InputLayer):
+            return chain[::-1]
+
+
+def map_to_input(boxes: tf.Tensor, geometry: MapGeometry) -> tf.Tensor:
+    """Map [..., 4] boxes normalized to a response map into the net's input.
+
+    Cell j covers the band of one stride around its centre. The two border cells
+    reach the input's borders as well, because their receptive fields cover them
+    and no other cell lies closer. Between cell bands the mapping is linear.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    y_edges = [_cells_to_input(edge, geometry, axis=0) for edge in (ymin, ymax)]
+    x_edges = [_cells_to_input(edge, geometry, axis=1) for edge in (xmin, xmax)]
+    return tf.stack([y_edges[0], x_edges[0], y_edges[1], x_edges[1]], axis=-1)
+
+
+def _cells_to_input(edges: tf.Tensor, geometry: MapGeometry, axis: int) -> tf.Tensor:
+    size = float(geometry.input_size[axis])
+    cells = geometry.map_size[axis]
+    if cells == 1:
+        return edges
+
+    stride = geometry.stride[axis]
+    first_inner = geometry.first_center[axis] + stride / 2  # end of cell 0's band
+    last_inner = first_inner + (cells - 2) * stride  # start of the last cell's band
+    u = edges * cells
+    inner = first_inner + (u - 1.0) * stride
+    first = u * first_inner
+    last = last_inner + (u - (cells - 1)) * (size - last_inner)
+    pixels = tf.where(u < 1.0, first, tf.where(u > cells - 1, last, inner))
+    return tf.clip_by_value(pixels / size, 0.0, 1.0)
 
 
 @functools.lru_cache(maxsize=32)
@@ -102,7 +216,7 @@ def window_grid(
 
 
 def locate(
-    response: tf.Tensor, config: LocalizationConfig
+    response: tf.Tensor, config: LocalizationConfig, geometry: MapGeometry | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Find the object box in each response map of a [batch, h, w] batch.
 
@@ -114,6 +228,7 @@ def locate(
     threshold. The best grid window's edges are then moved `refine_steps` times.
 
     `h` and `w` must be static. Returns the boxes [batch, 4], normalized to the map,
+    or to the net's input when `geometry` (`map_geometry` of the net) is given,
     and the localization scores [batch] in [0, 1]: the box's summed contrast divided
     by the map's total above-threshold contrast. A score of 1 means that one
     rectangle contains all the above-threshold response and nothing below it. The
@@ -161,6 +276,13 @@ def locate(
     whole_map = tf.constant([[0.0, 0.0, 1.0, 1.0]])
     boxes = tf.where(has_contrast[:, tf.newaxis], boxes, whole_map)
     scores = tf.where(has_contrast, scores, tf.zeros_like(scores))
+    if geometry is not None:
+        if geometry.map_size != (map_height, map_width):
+            raise ValueError(
+                f"The geometry describes a {geometry.map_size[0]}x{geometry.map_size[1]} "
+                f"map, but the response maps are {map_height}x{map_width}."
+            )
+        boxes = map_to_input(boxes, geometry)
     return boxes, scores
 
 

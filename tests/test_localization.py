@@ -423,3 +423,107 @@ def test_ensure_min_size_grows_collapsed_boxes():
     np.testing.assert_allclose(grown[2], [0.45, 0.45, 0.55, 0.55], atol=1e-6)
     assert np.all(grown >= 0.0)
     assert np.all(grown <= 1.0)
+
+
+def chain_model(input_size, layer_specs):
+    """A chain of all-ones convolutions and average pools, with output "feature_map"."""
+    inputs = keras.Input((input_size, input_size, 1))
+    x = inputs
+    for kind, kernel, stride, padding in layer_specs:
+        if kind == "conv":
+            x = keras.layers.Conv2D(
+                1, kernel, strides=stride, padding=padding, kernel_initializer="ones"
+            )(x)
+        else:
+            x = keras.layers.AveragePooling2D(kernel, strides=stride, padding=padding)(x)
+    return keras.Model(inputs, {"feature_map": x})
+
+
+@pytest.mark.parametrize(
+    "input_size,layer_specs",
+    [
+        (37, [("conv", 5, 2, "valid"), ("pool", 3, 2, "valid"), ("conv", 3, 1, "same")]),
+        (40, [("conv", 3, 2, "same"), ("conv", 4, 1, "same"), ("pool", 2, 2, "same")]),
+        (33, [("conv", 7, 3, "valid"), ("conv", 3, 1, "valid")]),
+    ],
+)
+def test_map_geometry_matches_receptive_field_centres(input_size, layer_specs):
+    # The pixels a cell reads are those its gradient reaches. Away from the
+    # padded borders that receptive field is symmetric about the cell's centre.
+    model = chain_model(input_size, layer_specs)
+    geometry = localization.map_geometry(model)
+    images = tf.random.uniform([1, input_size, input_size, 1])
+    map_height, map_width = geometry.map_size
+
+    for row, column in [(1, 2), (map_height // 2, map_width - 3)]:
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            cell = model(images)["feature_map"][0, row, column, 0]
+        reached = np.abs(tape.gradient(cell, images).numpy()[0, :, :, 0]) > 0
+        ys, xs = np.nonzero(reached)
+        centre = ((ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2)
+        expected = (
+            geometry.first_center[0] + row * geometry.stride[0],
+            geometry.first_center[1] + column * geometry.stride[1],
+        )
+        assert centre == pytest.approx(expected)
+
+
+def test_map_geometry_of_demo_and_paper_lnets():
+    from lnet_anet_tf.config import get_config
+    from lnet_anet_tf.models.lnet import build_lnet
+
+    demo = localization.map_geometry(build_lnet(get_config("demo").lnet_s, 40))
+    paper = localization.map_geometry(build_lnet(get_config("paper").lnet_s, 40))
+
+    # Worked by hand in the docstrings of map_geometry and models/lnet.py.
+    assert demo == localization.MapGeometry((96, 96), (10, 10), (8.5, 8.5), (8.0, 8.0))
+    assert paper == localization.MapGeometry((227, 227), (13, 13), (17.5, 17.5), (16.0, 16.0))
+
+
+def test_map_geometry_rejects_branches_and_unknown_outputs():
+    inputs = keras.Input((16, 16, 3))
+    branch_a = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    branch_b = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    merged = keras.layers.Add()([branch_a, branch_b])
+    model = keras.Model(inputs, {"feature_map": merged})
+
+    with pytest.raises(ValueError, match="several inputs"):
+        localization.map_geometry(model)
+    with pytest.raises(ValueError, match="no output named 'response'"):
+        localization.map_geometry(model, output="response")
+
+
+def test_map_to_input_moves_cell_bands_to_receptive_fields():
+    geometry = localization.MapGeometry((96, 96), (10, 10), (8.5, 8.5), (8.0, 8.0))
+    boxes = np.array(
+        [[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.9, 0.5], [0.05, 0.95, 0.5, 1.0]], np.float32
+    )
+
+    mapped = localization.map_to_input(boxes, geometry).numpy() * 96
+
+    # The whole map is the whole input; inner cell j spans 8.5 + 8 j -+ 4 pixels;
+    # the border cells reach the borders, linearly within their band.
+    np.testing.assert_allclose(mapped[0], [0, 0, 96, 96], atol=1e-4)
+    np.testing.assert_allclose(mapped[1], [12.5, 20.5, 76.5, 44.5], atol=1e-4)
+    np.testing.assert_allclose(mapped[2], [6.25, 86.25, 44.5, 96], atol=1e-4)
+
+
+def test_map_to_input_is_identity_for_map_of_one_cell():
+    geometry = localization.MapGeometry((20, 20), (1, 1), (10.0, 10.0), (8.0, 8.0))
+    boxes = np.array([[0.2, 0.3, 0.7, 0.9]], np.float32)
+
+    np.testing.assert_allclose(localization.map_to_input(boxes, geometry).numpy(), boxes)
+
+
+def test_locate_with_geometry_maps_boxes_and_checks_map_size():
+    geometry = localization.MapGeometry((96, 96), (10, 10), (8.5, 8.5), (8.0, 8.0))
+    maps = bumps(10, 10)
+
+    on_map, scores = localization.locate(maps, CONFIG)
+    on_input, scores_with_geometry = localization.locate(maps, CONFIG, geometry)
+
+    np.testing.assert_allclose(on_input, localization.map_to_input(on_map, geometry))
+    np.testing.assert_allclose(scores, scores_with_geometry)
+    with pytest.raises(ValueError, match="10x10 map, but the response maps are 13x13"):
+        localization.locate(bumps(13, 13), CONFIG, geometry)

@@ -26,11 +26,12 @@ BATCH_SIZE = 64
 
 def _locate_fn(model, config: LocalizationConfig):
     blank = localization.blank_response(model)
+    geometry = localization.map_geometry(model)
 
     @tf.function
     def locate(images):
         response = localization.response_map(model(images, training=False)["feature_map"], blank)
-        return localization.locate(response, config)
+        return localization.locate(response, config, geometry)
 
     return locate
 
