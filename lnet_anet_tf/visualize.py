@@ -40,6 +40,11 @@ def response_on_image(
 
     `response` is [h, w] over the square frame and `window` the photo's normalized
     [ymin, xmin, ymax, xmax] in that frame.
+
+    NOTE: the map is stretched over the whole frame. The cells' receptive-field
+    centres lie further inside (`localization.map_geometry`), which the boxes
+    account for and this heatmap does not, so it can sit up to about one map
+    cell away from the boxes near the frame's edges.
     """
     response = np.asarray(response, np.float32)
     low, high = float(response.min()), float(response.max())
