@@ -10,47 +10,41 @@ import pretraining_ablation  # noqa: E402
 
 
 def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(text)
-
-
-def read(path):
-    with open(path, encoding="utf-8") as file:
-        return file.read()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 def test_copy_lnet_stages_copies_only_lnet_stages_and_run_files(tmp_path):
     source = tmp_path / "both"
     for stage in ("pretrain_lnet", "pretrain_anet", "finetune_lnet_o", "finetune_lnet_s",
                   "finetune_anet", "evaluate"):
-        write(str(source / stage / "DONE.json"), stage)
-    write(str(source / "config.json"), "config")
-    write(str(source / "run_info.json"), "run info")
+        write(source / stage / "DONE.json", stage)
+    write(source / "config.json", "config")
+    write(source / "run_info.json", "run info")
     target = tmp_path / "no_anet_pretraining"
 
     copied = pretraining_ablation.copy_lnet_stages(str(source), str(target))
 
     assert copied == ["pretrain_lnet", "finetune_lnet_o", "finetune_lnet_s"]
     assert sorted(os.listdir(target)) == sorted(copied + ["config.json", "run_info.json"])
-    assert read(str(target / "finetune_lnet_s" / "DONE.json")) == "finetune_lnet_s"
-    assert read(str(target / "config.json")) == "config"
+    assert (target / "finetune_lnet_s" / "DONE.json").read_text(encoding="utf-8") == "finetune_lnet_s"
+    assert (target / "config.json").read_text(encoding="utf-8") == "config"
 
 
 def test_copy_lnet_stages_keeps_existing_folders_and_skips_missing_ones(tmp_path):
     # A variant without LNet pre-training has no pretrain_lnet folder to copy, and
     # a stage that the target already holds (from an earlier run) stays as it is.
     source = tmp_path / "no_lnet_pretraining"
-    write(str(source / "finetune_lnet_o" / "DONE.json"), "source lnet_o")
-    write(str(source / "finetune_lnet_s" / "DONE.json"), "source lnet_s")
+    write(source / "finetune_lnet_o" / "DONE.json", "source lnet_o")
+    write(source / "finetune_lnet_s" / "DONE.json", "source lnet_s")
     target = tmp_path / "neither"
-    write(str(target / "finetune_lnet_o" / "DONE.json"), "target lnet_o")
-    write(str(target / "finetune_lnet_s.copying" / "partial"), "left by a killed copy")
+    write(target / "finetune_lnet_o" / "DONE.json", "target lnet_o")
+    write(target / "finetune_lnet_s.copying" / "partial", "left by a killed copy")
 
     copied = pretraining_ablation.copy_lnet_stages(str(source), str(target))
 
     assert copied == ["finetune_lnet_s"]
-    assert read(str(target / "finetune_lnet_o" / "DONE.json")) == "target lnet_o"
-    assert read(str(target / "finetune_lnet_s" / "DONE.json")) == "source lnet_s"
+    assert (target / "finetune_lnet_o" / "DONE.json").read_text(encoding="utf-8") == "target lnet_o"
+    assert (target / "finetune_lnet_s" / "DONE.json").read_text(encoding="utf-8") == "source lnet_s"
     assert not os.path.exists(target / "finetune_lnet_s.copying")
     assert not os.path.exists(target / "pretrain_lnet")
