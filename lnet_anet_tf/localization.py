@@ -11,7 +11,7 @@ refer to, the TensorFlow convention. `locate` finds a box on the response map;
 be mapped there (see `map_geometry`).
 
 Every op here converts to a TFLite builtin: MEAN, RESIZE_BILINEAR, TOPK_V2, CUMSUM,
-PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN and arithmetic. `tf.image.crop_and_resize`
+PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN, SELECT_V2 and arithmetic. `tf.image.crop_and_resize`
 is not a builtin, so `crop_and_resize` samples with GATHER and arithmetic instead.
 """
 
