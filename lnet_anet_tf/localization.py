@@ -80,10 +80,11 @@ def map_geometry(model: keras.Model, output: str = "feature_map") -> MapGeometry
 
     Follows the chain of layers from the model's input to its output `output`,
     composing the kernel size, stride and padding of each convolution and pooling
-    layer as TensorFlow pads them ("same" puts the odd padding pixel after the
-    map). Other layers must keep the spatial size. Raises ValueError when a layer
-    on the way has several inputs or the composed map size disagrees with the
-    output's shape.
+    layer as TensorFlow pads them ("same" puts an odd padding pixel at the bottom
+    or right end of the layer's input). Layers without a kernel or pool size are
+    taken to keep the spatial size. Raises ValueError when a layer on the way has
+    several inputs or the composed map size disagrees with the output's shape,
+    which is how a layer that breaks those assumptions shows up.
 
     Why it matters: a valid convolution and each pooling layer move the centres
     inwards, so the map does not span the whole input. In the demo LNets (96
@@ -145,8 +146,9 @@ def map_to_input(boxes: tf.Tensor, geometry: MapGeometry) -> tf.Tensor:
     """Map [..., 4] boxes normalized to a response map into the net's input.
 
     Cell j covers the band of one stride around its centre. The two border cells
-    reach the input's borders as well, because their receptive fields cover them
-    and no other cell lies closer. Between cell bands the mapping is linear.
+    are extended to the input's borders, because no other cell lies closer. With
+    valid layers the last few pixels may reach no cell at all (pixels 93 to 95 of
+    the demo LNets' 96). Between cell bands the mapping is linear.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
@@ -220,7 +222,7 @@ def locate(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Find the object box in each response map of a [batch, h, w] batch.
 
-    The map is upsampled bilinearly to the window lattice, so window edges can fall
+    The map is resized bilinearly to the window lattice, so window edges can fall
     between cell centres. It is rescaled so that its background level (the
     `background_quantile` quantile) is 0 and its peak is 1, and
     `response_threshold` is subtracted. A window's score is the sum of this
@@ -234,8 +236,9 @@ def locate(
     rectangle contains all the above-threshold response and nothing below it. The
     score falls when the response is diffuse or split between separate blobs. Two
     blobs merge into one box when the below-threshold gap between them costs less
-    than the second blob adds, which happens when the gap is narrower than about
-    a blob's width. A map without contrast (every value equal) yields the whole
+    than the second blob adds. With the default threshold of 0.25 a gap cell
+    costs at most 0.25 and a blob cell adds up to 0.75, so gaps several blob
+    widths wide can merge. A map without contrast (every value equal) yields the whole
     map and score 0.
     """
     _validate_config(config)

@@ -123,8 +123,9 @@ def render(results: dict, overrides: list) -> str:
         "",
         f"Produced by `python scripts/pretraining_ablation.py{' --quick' if FLAGS.quick else ''}` on "
         f"{label}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
-        "Each variant is one run of the training job with the same seed. The wall time",
-        "leaves out the stages a variant copied from another (see the module docstring).",
+        "Each variant is one run of the training job with the same seed, from its first stage",
+        "to evaluate (no export). The wall time leaves out the stages a variant copied from",
+        "another (see scripts/pretraining_ablation.py).",
         "",
         "| variant | LNet_o recall@0.5 (%) | LNet_s recall@0.5 (%) | mean accuracy (%) | mean balanced accuracy (%) | wall time (s) | stages copied |",
         "| --- | --- | --- | --- | --- | --- | --- |",
