@@ -75,6 +75,13 @@ def run_stage(context: RunContext, name: str) -> dict:
     # them per stage makes a stage's start independent of which earlier stages ran in
     # this process, so a rerun that skips finished stages trains the rest as an
     # uninterrupted run does.
+    # NOTE: within a stage the draws still depend on whether its box inputs were
+    # computed (finetune_lnet_s builds LNet_o, finetune_anet builds LNet_s, and
+    # building a net draws) or loaded from the .npz cache. A rerun that starts
+    # finetune_anet with cached boxes gave other dropout and initialization
+    # seeds than the uninterrupted run (demo preset: ANet validation accuracy
+    # 0.843 against 0.841). Runs resumed from a checkpoint inside the stage
+    # restore the model's state and are not affected.
     keras.utils.set_random_seed(stage_seed(context.config.seed, name))
     if name in _TRAINING_STAGES:
         return _fit_summary(_TRAINING_STAGES[name](context))
