@@ -80,8 +80,8 @@ def run_stage(context: RunContext, name: str) -> dict:
     # building a net draws) or loaded from the .npz cache. A rerun that starts
     # finetune_anet with cached boxes gave other dropout and initialization
     # seeds than the uninterrupted run (demo preset: ANet validation accuracy
-    # 0.843 against 0.841). Runs resumed from a checkpoint inside the stage
-    # restore the model's state and are not affected.
+    # 0.843 against 0.841). A resume from a checkpoint inside the stage takes
+    # the weights and optimizer state from the checkpoint instead.
     keras.utils.set_random_seed(stage_seed(context.config.seed, name))
     if name in _TRAINING_STAGES:
         return _fit_summary(_TRAINING_STAGES[name](context))
