@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+from lnet_anet_tf.stages import stage_seed
 from lnet_anet_tf.stages.context import RunContext
 from lnet_anet_tf.training import loop
 from lnet_anet_tf.training import strategy as strategy_lib
@@ -86,6 +87,19 @@ def make_optimizer(context: RunContext, stage_name: str, steps_per_epoch: int):
     return keras.optimizers.Adam(schedule)
 
 
+def build_seeded(seed: int, stage_name: str, build_model: Callable[[], keras.Model]) -> keras.Model:
+    """Seed the global generators with the stage's seed, then call `build_model`.
+
+    Before its model, a stage may build other nets (finetune_lnet_s builds LNet_o
+    for its boxes, finetune_anet builds LNet_s) or load their outputs from the
+    .npz cache instead. Building a net draws from the global generators, so
+    without this seed a rerun that found the cache gave the model other
+    initial weights and dropout seeds than the uninterrupted run did.
+    """
+    keras.utils.set_random_seed(stage_seed(seed, stage_name))
+    return build_model()
+
+
 def fit_stage(
     context: RunContext,
     stage_name: str,
@@ -109,7 +123,7 @@ def fit_stage(
         context, stage_name, num_examples, examples_per_pipeline
     )
     with context.strategy.scope():
-        model = build_model()
+        model = build_seeded(context.config.seed, stage_name, build_model)
         optimizer = make_optimizer(context, stage_name, steps_per_epoch)
 
     def dataset_fn(input_context, epoch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 from absl import logging
 
 from lnet_anet_tf import evaluate
@@ -12,6 +11,7 @@ from lnet_anet_tf.stages import finetuning
 from lnet_anet_tf.stages import pretraining
 from lnet_anet_tf.stages import svm_fitting
 from lnet_anet_tf.stages import STAGE_NAMES
+from lnet_anet_tf.stages import stage_seed
 from lnet_anet_tf.stages.context import RunContext
 
 
@@ -61,12 +61,6 @@ _OTHER_STAGES = {
 }
 
 
-def stage_seed(seed: int, name: str) -> int:
-    """Return the random seed that stage `name` starts from, derived from the run's seed."""
-    index = STAGE_NAMES.index(name)
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
 def run_stage(context: RunContext, name: str) -> dict:
     """Run stage `name` unless its DONE.json exists; later stages read its outputs from disk."""
     if context.is_done(name):
@@ -75,13 +69,6 @@ def run_stage(context: RunContext, name: str) -> dict:
     # them per stage makes a stage's start independent of which earlier stages ran in
     # this process, so a rerun that skips finished stages trains the rest as an
     # uninterrupted run does.
-    # NOTE: within a stage the draws still depend on whether its box inputs were
-    # computed (finetune_lnet_s builds LNet_o, finetune_anet builds LNet_s, and
-    # building a net draws) or loaded from the .npz cache. A rerun that starts
-    # finetune_anet with cached boxes gave other dropout and initialization
-    # seeds than the uninterrupted run (demo preset: ANet validation accuracy
-    # 0.843 against 0.841). A resume from a checkpoint inside the stage takes
-    # the weights and optimizer state from the checkpoint instead.
     keras.utils.set_random_seed(stage_seed(context.config.seed, name))
     if name in _TRAINING_STAGES:
         return _fit_summary(_TRAINING_STAGES[name](context))
