@@ -83,7 +83,7 @@ class Cascade(tf.Module):
         # Constants: each LNet's response to a blank image, subtracted from its maps.
         self.lnet_o_blank = tf.constant(localization.blank_response(lnet_o))
         self.lnet_s_blank = tf.constant(localization.blank_response(lnet_s))
-        # Where each LNet's map cells lie in its input; plain Python numbers.
+        # The positions of each LNet's map cells in its input, as Python numbers.
         self.lnet_o_geometry = localization.map_geometry(lnet_o)
         self.lnet_s_geometry = localization.map_geometry(lnet_s)
         self.anet = anet

@@ -78,10 +78,10 @@ class MapGeometry:
 def map_geometry(model: keras.Model, output: str = "feature_map") -> MapGeometry:
     """Derive the `MapGeometry` of `model`'s output `output` from its layers.
 
-    Follows the chain of layers from the model's input to its output `output`,
-    composing the kernel size, stride and padding of each convolution and pooling
-    layer as TensorFlow pads them ("same" puts an odd padding pixel at the bottom
-    or right end of the layer's input). Layers without a kernel or pool size are
+    Follows the chain of layers from the model's input to its output `output`
+    and composes the kernel size, stride and padding of each convolution and
+    pooling layer. Padding follows TensorFlow: "same" puts an odd padding pixel at
+    the bottom or right end of the layer's input. Layers without a kernel or pool size are
     taken to keep the spatial size. Raises ValueError when a layer on the way has
     several inputs or the composed map size disagrees with the output's shape,
     which is how a layer that breaks those assumptions shows up.

@@ -494,7 +494,7 @@ def test_map_geometry_rejects_branches_and_unknown_outputs():
         localization.map_geometry(model, output="response")
 
 
-def test_map_to_input_moves_cell_bands_to_receptive_fields():
+def test_map_to_input_known_boxes():
     geometry = localization.MapGeometry((96, 96), (10, 10), (8.5, 8.5), (8.0, 8.0))
     boxes = np.array(
         [[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.9, 0.5], [0.05, 0.95, 0.5, 1.0]], np.float32
@@ -502,21 +502,21 @@ def test_map_to_input_moves_cell_bands_to_receptive_fields():
 
     mapped = localization.map_to_input(boxes, geometry).numpy() * 96
 
-    # The whole map is the whole input; inner cell j spans 8.5 + 8 j -+ 4 pixels;
-    # the border cells reach the borders, linearly within their band.
+    # The whole map is the whole input. Inner cell j spans 8.5 + 8 j -+ 4 pixels,
+    # and the border cells reach the borders, linearly within their band.
     np.testing.assert_allclose(mapped[0], [0, 0, 96, 96], atol=1e-4)
     np.testing.assert_allclose(mapped[1], [12.5, 20.5, 76.5, 44.5], atol=1e-4)
     np.testing.assert_allclose(mapped[2], [6.25, 86.25, 44.5, 96], atol=1e-4)
 
 
-def test_map_to_input_is_identity_for_map_of_one_cell():
+def test_map_to_input_one_cell_map():
     geometry = localization.MapGeometry((20, 20), (1, 1), (10.0, 10.0), (8.0, 8.0))
     boxes = np.array([[0.2, 0.3, 0.7, 0.9]], np.float32)
 
     np.testing.assert_allclose(localization.map_to_input(boxes, geometry).numpy(), boxes)
 
 
-def test_locate_with_geometry_maps_boxes_and_checks_map_size():
+def test_locate_with_geometry():
     geometry = localization.MapGeometry((96, 96), (10, 10), (8.5, 8.5), (8.0, 8.0))
     maps = bumps(10, 10)
 

@@ -14,7 +14,7 @@ def write(path, text):
     path.write_text(text, encoding="utf-8")
 
 
-def test_copy_lnet_stages_copies_only_lnet_stages_and_run_files(tmp_path):
+def test_copy_lnet_stages_selects_lnet_stages(tmp_path):
     source = tmp_path / "both"
     for stage in ("pretrain_lnet", "pretrain_anet", "finetune_lnet_o", "finetune_lnet_s",
                   "finetune_anet", "evaluate"):
@@ -31,9 +31,9 @@ def test_copy_lnet_stages_copies_only_lnet_stages_and_run_files(tmp_path):
     assert (target / "config.json").read_text(encoding="utf-8") == "config"
 
 
-def test_copy_lnet_stages_keeps_existing_folders_and_skips_missing_ones(tmp_path):
+def test_copy_lnet_stages_keeps_existing(tmp_path):
     # A variant without LNet pre-training has no pretrain_lnet folder to copy, and
-    # a stage that the target already holds (from an earlier run) stays as it is.
+    # a stage that the target already contains (from an earlier run) stays as it is.
     source = tmp_path / "no_lnet_pretraining"
     write(source / "finetune_lnet_o" / "DONE.json", "source lnet_o")
     write(source / "finetune_lnet_s" / "DONE.json", "source lnet_s")

@@ -34,7 +34,7 @@ def test_build_seeded_ignores_earlier_draws():
     np.testing.assert_array_equal(after_other_net[1], directly[1])
 
 
-def test_build_seeded_differs_between_stages_and_run_seeds():
+def test_build_seeded_varies_with_seeds():
     anet = initial_state(build_seeded(0, "finetune_anet", small_net))[0]
     lnet_s = initial_state(build_seeded(0, "finetune_lnet_s", small_net))[0]
     other_seed = initial_state(build_seeded(1, "finetune_anet", small_net))[0]
