@@ -173,34 +173,47 @@ class Cascade(tf.Module):
             "lnet_o_response": response,
         }
 
-    def head_crop_boxes(self, head_boxes: tf.Tensor) -> tf.Tensor:
-        """Enlarge LNet_o head boxes by `lnet_o_context`: the crops LNet_s reads."""
-        return localization.expand_box(head_boxes, self.localization_config.lnet_o_context)
+    def head_crop_boxes(self, head_boxes: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+        """Return the square crops about LNet_o's head boxes that LNet_s reads.
+
+        See `localization.square_context_box`; the side is `lnet_o_context` times
+        the box's. The image's aspect ratio comes from its letterbox window, as in
+        training, where the boxes are computed from letterboxed images.
+        """
+        shape = tf.shape(images)
+        window = preprocessing.letterbox_window(shape[1], shape[2], self.lnet_o_size)
+        return localization.square_context_box(
+            head_boxes, self.localization_config.lnet_o_context,
+            preprocessing.window_aspect(window),
+        )
 
     def head_crops(self, images: tf.Tensor, head_boxes: tf.Tensor) -> tf.Tensor:
-        """Cut LNet_s's inputs [batch, side, side, 3] from normalized images."""
+        """Cut LNet_s's inputs [batch, side, side, 3] from normalized images.
+
+        The part of a crop outside the image is mid-gray (0.0), as in training.
+        """
         return localization.crop_and_resize(
-            images, self.head_crop_boxes(head_boxes), self.lnet_s_size
+            images, self.head_crop_boxes(head_boxes, images), self.lnet_s_size,
+            extrapolation_value=0.0,
         )
 
     def localize_face(self, images: tf.Tensor, head_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Find the face with LNet_s inside each enlarged head box.
+        """Find the face with LNet_s in the square crop about each head box.
 
         Returns "face_box" [batch, 4] in image coordinates, "face_score" [batch] and
         "lnet_s_response" [batch, h', w'] over the head crop.
         """
-        crop_boxes = self.head_crop_boxes(head_boxes)
-        crops = localization.crop_and_resize(images, crop_boxes, self.lnet_s_size)
+        crop_boxes = self.head_crop_boxes(head_boxes, images)
         response = localization.response_map(
-            self.lnet_s(crops, training=False)["feature_map"], self.lnet_s_blank
+            self.lnet_s(self.head_crops(images, head_boxes), training=False)["feature_map"],
+            self.lnet_s_blank,
         )
         boxes_in_crop, scores = localization.locate(
             response, self.localization_config, self.lnet_s_geometry
         )
         return {
-            "face_box": localization.ensure_min_size(
-                localization.box_to_parent(boxes_in_crop, crop_boxes),
-                self.localization_config.min_box_side,
+            "face_box": localization.crop_box_to_image(
+                boxes_in_crop, crop_boxes, self.localization_config.min_box_side
             ),
             "face_score": scores,
             "lnet_s_response": response,

@@ -71,8 +71,9 @@ class LocalizationConfig:
     # Rounds of moving each edge of the best grid window to its best position,
     # which frees the box from the grid's fixed sizes and aspect ratios.
     refine_steps: int = 2
-    # LNet_o's box is enlarged by this factor before cropping for LNet_s, so the
-    # crop keeps the whole head when the response map is tight.
+    # LNet_s reads a square crop about the centre of LNet_o's box whose side is
+    # this factor times the box's geometric-mean side, so the crop keeps the
+    # whole head when the response map is tight (`localization.square_context_box`).
     lnet_o_context: float = 1.3
     # LNet_s's face box is enlarged by this factor before cropping for ANet.
     lnet_s_context: float = 1.1

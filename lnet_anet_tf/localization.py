@@ -11,8 +11,9 @@ refer to, the TensorFlow convention. `locate` finds a box on the response map;
 be mapped there (see `map_geometry`).
 
 Every op here converts to a TFLite builtin: MEAN, RESIZE_BILINEAR, TOPK_V2, CUMSUM,
-PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN, SELECT_V2 and arithmetic. `tf.image.crop_and_resize`
-is not a builtin, so `crop_and_resize` samples with GATHER and arithmetic instead.
+PAD, GATHER, ONE_HOT, ARG_MAX, ARG_MIN, SELECT_V2, comparisons, CAST and
+arithmetic. `tf.image.crop_and_resize` is not a builtin, so `crop_and_resize`
+samples with GATHER and arithmetic instead.
 """
 
 from __future__ import annotations
@@ -421,6 +422,50 @@ def expand_box(boxes: tf.Tensor, factor: float) -> tf.Tensor:
     return tf.clip_by_value(expanded, 0.0, 1.0)
 
 
+def square_context_box(boxes: tf.Tensor, factor: float, aspect: tf.Tensor) -> tf.Tensor:
+    """Return squares about the centres of [..., 4] boxes, for the next net's crop.
+
+    A box of h x w pixels becomes a square of side `factor` * sqrt(h * w) pixels
+    with the same centre. `aspect` is the image's height / width in pixels,
+    broadcast against the boxes' leading dimensions. The squares are not clipped
+    to the image: crop them with an `extrapolation_value` so that the part outside
+    the image is padding.
+
+    Why: the next net is trained on these crops resized to a square. A crop cut
+    from the box itself stretches the face by the box's aspect ratio and the
+    image's, and a crop clipped at the image border holds a larger part of a face
+    near that border. Both make the face's size and shape in the crop vary more
+    than the localizer's error does.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    aspect = tf.convert_to_tensor(aspect, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    center_y = (ymin + ymax) / 2.0
+    center_x = (xmin + xmax) / 2.0
+
+    # In units of the image width, the box is h * aspect high and w wide.
+    side = factor * tf.sqrt(tf.maximum((ymax - ymin) * aspect * (xmax - xmin), 0.0))
+    half_height = side / aspect / 2.0
+    half_width = side / 2.0
+    return tf.stack(
+        [
+            center_y - half_height,
+            center_x - half_width,
+            center_y + half_height,
+            center_x + half_width,
+        ],
+        axis=-1,
+    )
+
+
+def crop_box_to_image(
+    boxes_in_crop: tf.Tensor, crop_boxes: tf.Tensor, min_side: float
+) -> tf.Tensor:
+    """Map boxes found in crops to the image, clip them to it and `ensure_min_size`."""
+    boxes = tf.clip_by_value(box_to_parent(boxes_in_crop, crop_boxes), 0.0, 1.0)
+    return ensure_min_size(boxes, min_side)
+
+
 def ensure_min_size(boxes: tf.Tensor, min_side: float) -> tf.Tensor:
     """Grow [..., 4] boxes to at least `min_side` per side, keeping them inside [0, 1].
 
@@ -446,6 +491,7 @@ def crop_and_resize(
     boxes: tf.Tensor,
     size: Union[int, Sequence[int]],
     box_indices: tf.Tensor | None = None,
+    extrapolation_value: float | None = None,
 ) -> tf.Tensor:
     """Crop boxes from images and resize them bilinearly, with TFLite builtins only.
 
@@ -459,8 +505,10 @@ def crop_and_resize(
     "bilinear")`. `tf.image.crop_and_resize` differs: it puts the first and last
     samples on the pixel centres at the box edges, so [0, 0, 1, 1] reproduces an
     align-corners resize there. Samples outside the image take the nearest edge
-    pixel's value, as `tf.image.resize` does. A box with xmin > xmax (or
-    ymin > ymax) yields a mirrored crop.
+    pixel's value, as `tf.image.resize` does, or `extrapolation_value` when it is
+    given, as `tf.image.crop_and_resize` does. A sample is outside when it falls
+    outside the image's pixels, more than half a pixel beyond the outer pixel
+    centres. A box with xmin > xmax (or ymin > ymax) yields a mirrored crop.
     """
     images = tf.convert_to_tensor(images, tf.float32)
     boxes = tf.convert_to_tensor(boxes, tf.float32)
@@ -476,6 +524,8 @@ def crop_and_resize(
 
     ys = _sample_positions(boxes[:, 0], boxes[:, 2], height, size_y)  # [num_boxes, size_y]
     xs = _sample_positions(boxes[:, 1], boxes[:, 3], width, size_x)  # [num_boxes, size_x]
+    y_inside, x_inside = _inside(ys, height), _inside(xs, width)
+    ys, xs = _clamp(ys, height), _clamp(xs, width)
     y_low, y_high, y_weight = _neighbors(ys, height)
     x_low, x_high, x_weight = _neighbors(xs, width)
 
@@ -499,7 +549,13 @@ def crop_and_resize(
     y_weight = y_weight[:, :, None, None]
     top = top_left + (top_right - top_left) * x_weight
     bottom = bottom_left + (bottom_right - bottom_left) * x_weight
-    return top + (bottom - top) * y_weight
+    crops = top + (bottom - top) * y_weight
+    if extrapolation_value is None:
+        return crops
+
+    inside = y_inside[:, :, None, None] * x_inside[:, None, :, None]
+    inside = _repeat_channels(inside, channels)
+    return crops * inside + float(extrapolation_value) * (1.0 - inside)
 
 
 def _repeat_channels(weights: tf.Tensor, channels) -> tf.Tensor:
@@ -518,11 +574,21 @@ def _repeat_channels(weights: tf.Tensor, channels) -> tf.Tensor:
 def _sample_positions(
     start: tf.Tensor, end: tf.Tensor, extent: tf.Tensor, count: int
 ) -> tf.Tensor:
-    """Return sample positions in pixel index units, clamped to [0, extent - 1]."""
+    """Return sample positions in pixel index units, not clamped."""
     extent = tf.cast(extent, tf.float32)
     steps = (tf.range(count, dtype=tf.float32) + 0.5) / float(count)
-    positions = (start[:, None] + steps[None, :] * (end - start)[:, None]) * extent - 0.5
-    return tf.clip_by_value(positions, 0.0, extent - 1.0)
+    return (start[:, None] + steps[None, :] * (end - start)[:, None]) * extent - 0.5
+
+
+def _clamp(positions: tf.Tensor, extent: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(positions, 0.0, tf.cast(extent, tf.float32) - 1.0)
+
+
+def _inside(positions: tf.Tensor, extent: tf.Tensor) -> tf.Tensor:
+    """Return 1.0 where a position lies on the image's pixels, else 0.0."""
+    extent = tf.cast(extent, tf.float32)
+    inside = tf.logical_and(positions >= -0.5, positions <= extent - 0.5)
+    return tf.cast(inside, tf.float32)
 
 
 def _neighbors(positions: tf.Tensor, extent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

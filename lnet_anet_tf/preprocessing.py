@@ -23,19 +23,9 @@ def letterbox(images: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     The window is the same for every image because a batch shares one shape.
     """
     shape = tf.shape(images)
-    height = tf.cast(shape[1], tf.float32)
-    width = tf.cast(shape[2], tf.float32)
-    scale = float(size) / tf.maximum(height, width)
-
-    # Clamp to at least one pixel so that a 1-pixel-wide image stays valid.
-    new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)
-    new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
-    new_height = tf.minimum(new_height, size)
-    new_width = tf.minimum(new_width, size)
+    new_height, new_width, pad_top, pad_left = _letterbox_layout(shape[1], shape[2], size)
     resized = tf.image.resize(images, tf.stack([new_height, new_width]), method="bilinear")
 
-    pad_top = (size - new_height) // 2
-    pad_left = (size - new_width) // 2
     paddings = [
         [0, 0],
         [pad_top, size - new_height - pad_top],
@@ -44,12 +34,42 @@ def letterbox(images: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     ]
     padded = tf.pad(resized, paddings)
     padded = tf.ensure_shape(padded, [None, size, size, None])
+    return padded, _window(new_height, new_width, pad_top, pad_left, size)
 
-    window = tf.cast(
-        tf.stack([pad_top, pad_left, pad_top + new_height, pad_left + new_width]),
-        tf.float32,
-    ) / float(size)
-    return padded, window
+
+def letterbox_window(height: tf.Tensor, width: tf.Tensor, size: int) -> tf.Tensor:
+    """Return the content window that `letterbox` gives an image of this size."""
+    return _window(*_letterbox_layout(height, width, size), size)
+
+
+def window_aspect(window: tf.Tensor) -> tf.Tensor:
+    """Return the image's height / width in pixels from its [..., 4] content window.
+
+    The window's sides are whole pixels of the letterboxed square, so the ratio is
+    the image's to within a pixel of that square.
+    """
+    window = tf.convert_to_tensor(window, tf.float32)
+    top, left, bottom, right = tf.unstack(window, axis=-1)
+    return (bottom - top) / (right - left)
+
+
+def _letterbox_layout(height: tf.Tensor, width: tf.Tensor, size: int) -> tuple:
+    """Return the resized height and width and the top and left padding, in pixels."""
+    height = tf.cast(height, tf.float32)
+    width = tf.cast(width, tf.float32)
+    scale = float(size) / tf.maximum(height, width)
+
+    # Clamp to at least one pixel so that a 1-pixel-wide image stays valid.
+    new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)
+    new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
+    new_height = tf.minimum(new_height, size)
+    new_width = tf.minimum(new_width, size)
+    return new_height, new_width, (size - new_height) // 2, (size - new_width) // 2
+
+
+def _window(new_height, new_width, pad_top, pad_left, size: int) -> tf.Tensor:
+    corners = tf.stack([pad_top, pad_left, pad_top + new_height, pad_left + new_width])
+    return tf.cast(corners, tf.float32) / float(size)
 
 
 def window_to_image(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:

@@ -182,9 +182,10 @@ def stand_in_map_side(input_size):
 
 
 def test_cascade_face_box_lies_in_head_crop(cascade, config):
-    outputs = cascade(random_images(3, 120, 90, 0.0, 255.0, seed=2))
+    images = random_images(3, 120, 90, 0.0, 255.0, seed=2)
+    outputs = cascade(images)
 
-    crop_boxes = localization.expand_box(outputs["head_box"], config.localization.lnet_o_context)
+    crop_boxes = cascade.head_crop_boxes(outputs["head_box"], images)
     face_in_crop = localization.box_to_crop(outputs["face_box"], crop_boxes).numpy()
     assert np.all(face_in_crop > -1e-5)
     assert np.all(face_in_crop < 1.0 + 1e-5)

@@ -394,6 +394,58 @@ def test_crop_and_resize_copies_pixel_aligned_crop():
     np.testing.assert_allclose(crops[0], images[0, 5:15, 6:18], atol=1e-5)
 
 
+def test_crop_and_resize_pads_outside_image():
+    images = random_images(1, 20, 30)
+
+    # One output pixel per input pixel; the box starts 5 rows above and 6 columns
+    # left of the image.
+    crops = localization.crop_and_resize(
+        images, [[-0.25, -0.2, 0.75, 0.6]], (20, 24), extrapolation_value=7.0
+    )[0].numpy()
+
+    np.testing.assert_array_equal(crops[:5], 7.0)
+    np.testing.assert_array_equal(crops[:, :6], 7.0)
+    np.testing.assert_allclose(crops[5:, 6:], images[0, :15, :18], atol=1e-5)
+
+
+def test_crop_and_resize_extrapolation_leaves_inner_boxes_alone():
+    images = random_images(2, 37, 53)
+    boxes = np.array([[0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0]], np.float32)
+
+    padded = localization.crop_and_resize(images, boxes, (11, 13), extrapolation_value=0.0)
+
+    np.testing.assert_array_equal(padded, localization.crop_and_resize(images, boxes, (11, 13)))
+
+
+def test_square_context_box_is_square_in_pixels():
+    # Image 100 x 200 pixels (aspect 0.5): a 40 x 40 pixel box and a 20 x 80 one.
+    boxes = np.array([[0.2, 0.1, 0.6, 0.3], [0.4, 0.5, 0.6, 0.9]], np.float32)
+
+    squares = localization.square_context_box(boxes, 1.5, 0.5).numpy()
+
+    # Sides 1.5 * 40 = 60 pixels and 1.5 * sqrt(20 * 80) = 60 pixels.
+    np.testing.assert_allclose(squares[0], [0.1, 0.05, 0.7, 0.35], atol=1e-6)
+    np.testing.assert_allclose(squares[1], [0.2, 0.55, 0.8, 0.85], atol=1e-6)
+
+
+def test_square_context_box_is_not_clipped():
+    squares = localization.square_context_box([[0.0, 0.0, 0.4, 0.2]], 2.0, [2.0]).numpy()
+
+    # In an image twice as tall as wide the box is 0.8 x 0.2 image widths, so the
+    # square's side is 2 * 0.4 = 0.8 widths: 0.4 of the height, 0.8 of the width.
+    np.testing.assert_allclose(squares, [[0.0, -0.3, 0.4, 0.5]], atol=1e-6)
+
+
+def test_crop_box_to_image_clips_and_keeps_min_size():
+    crop_boxes = np.array([[-0.5, -0.5, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]], np.float32)
+    in_crop = np.array([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]], np.float32)
+
+    boxes = localization.crop_box_to_image(in_crop, crop_boxes, 0.05).numpy()
+
+    np.testing.assert_allclose(boxes[0], [0.0, 0.0, 0.05, 0.05], atol=1e-6)
+    np.testing.assert_allclose(boxes[1], [0.3, 0.3, 0.5, 0.5], atol=1e-6)
+
+
 def test_blank_response_cancels_constant_activations():
     # A net whose only response is a bias: the blank response equals it everywhere.
     inputs = keras.Input((16, 16, 3))

@@ -2,8 +2,9 @@
 
 LNet_o's head boxes decide LNet_s's training crops, and LNet_s's face boxes decide
 ANet's. Both are computed with the ops the cascade uses at prediction time
-(`localization.response_map`, `locate`, `expand_box`, `box_to_parent`), on every
-row of the table, and cached as `.npz` files in the consuming stage's directory.
+(`localization.response_map`, `locate`, `square_context_box`,
+`crop_box_to_image`), on every row of the table, and cached as `.npz` files in
+the consuming stage's directory.
 No ground-truth box is read here.
 """
 
@@ -37,21 +38,30 @@ def _locate_fn(model, config: LocalizationConfig):
 
 
 def predict_head_boxes(lnet_o, inputs: StageInputs, num_rows: int, config: LocalizationConfig) -> dict:
-    """Return LNet_o's head boxes for every table row: "boxes" [N, 4], "scores" [N], "valid" [N].
+    """Return LNet_o's head boxes for every table row.
 
-    Rows whose image was skipped as invalid have valid = False.
+    The arrays are "boxes" [N, 4], "scores" [N], "valid" [N] and "crop_boxes"
+    [N, 4], the square crops about the boxes that LNet_s reads
+    (`localization.square_context_box`). Rows whose image was skipped as invalid
+    have valid = False.
     """
     dataset = inputs.whole_images(
         np.arange(num_rows), lnet_o.input_shape[1], BATCH_SIZE, training=False, with_index=True
     )
     locate = _locate_fn(lnet_o, config)
     outputs = _empty(num_rows)
+    outputs["crop_boxes"] = np.zeros([num_rows, 4], np.float32)
     for features, _ in dataset:
         boxes, scores = locate(features["image"])
         boxes = localization.ensure_min_size(
             preprocessing.window_to_image(boxes, features["window"]), config.min_box_side
         )
-        _store(outputs, features["index"].numpy(), boxes.numpy(), scores.numpy())
+        crop_boxes = localization.square_context_box(
+            boxes, config.lnet_o_context, preprocessing.window_aspect(features["window"])
+        )
+        index = features["index"].numpy()
+        _store(outputs, index, boxes.numpy(), scores.numpy())
+        outputs["crop_boxes"][index] = crop_boxes.numpy()
     return outputs
 
 
@@ -60,7 +70,7 @@ def predict_face_boxes(
 ) -> dict:
     """Return LNet_s's face boxes in image coordinates for crops of `crop_boxes` [N, 4].
 
-    `crop_boxes` are the enlarged head boxes that LNet_s reads, one per table row,
+    `crop_boxes` are the square crops about the head boxes that LNet_s reads, one per table row,
     and only the rows where `valid` is True are read. Same outputs as
     `predict_head_boxes`; other rows have valid = False.
     """
@@ -74,8 +84,8 @@ def predict_face_boxes(
     for features, _ in dataset:
         index = rows[features["index"].numpy()]
         boxes_in_crop, scores = locate(features["image"])
-        boxes = localization.ensure_min_size(
-            localization.box_to_parent(boxes_in_crop, crop_boxes[index]), config.min_box_side
+        boxes = localization.crop_box_to_image(
+            boxes_in_crop, crop_boxes[index], config.min_box_side
         )
         _store(outputs, index, boxes.numpy(), scores.numpy())
     return outputs
@@ -95,12 +105,19 @@ def _store(outputs: dict, index, boxes, scores) -> None:
     outputs["valid"][index] = True
 
 
-def cached(path: str, compute) -> dict:
-    """Load the arrays at `path`, or compute them with `compute()` and save them."""
+def cached(path: str, compute, required: tuple = ()) -> dict:
+    """Load the arrays at `path`, or compute them with `compute()` and save them.
+
+    A file that lacks one of the `required` arrays was written by an earlier
+    version of this code and is computed again.
+    """
     if os.path.exists(path):
         with np.load(path) as arrays:
-            logging.info("Loaded cached boxes from %s.", path)
-            return {name: arrays[name] for name in arrays.files}
+            missing = sorted(set(required) - set(arrays.files))
+            if not missing:
+                logging.info("Loaded cached boxes from %s.", path)
+                return {name: arrays[name] for name in arrays.files}
+        logging.warning("%s lacks %s; computing the boxes again.", path, ", ".join(missing))
     outputs = compute()
     save_arrays_atomic(path, **outputs)
     logging.info(

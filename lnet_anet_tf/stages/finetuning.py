@@ -1,8 +1,8 @@
 """Fine-tuning with the 40 attribute tags: LNet_o, then LNet_s, then ANet.
 
 Each net's inputs come from the previous net's boxes, never from annotated ones:
-LNet_o reads whole images; LNet_s reads LNet_o's head boxes, enlarged; ANet reads
-the patches of LNet_s's face boxes, enlarged.
+LNet_o reads whole images; LNet_s reads square crops about LNet_o's head boxes;
+ANet reads the patches of LNet_s's face boxes, enlarged.
 """
 
 from __future__ import annotations
@@ -108,15 +108,16 @@ def head_boxes(context: RunContext) -> dict:
             lnet_o, context.inputs(), len(context.table), context.config.localization
         )
 
-    return boxes_lib.cached(path, compute)
+    return boxes_lib.cached(path, compute, required=("boxes", "crop_boxes", "scores", "valid"))
 
 
 def head_crop_boxes(context: RunContext, head: dict) -> np.ndarray:
-    return localization.expand_box(head["boxes"], context.config.localization.lnet_o_context).numpy()
+    """The square crops about LNet_o's head boxes that LNet_s reads, [N, 4]."""
+    return head["crop_boxes"]
 
 
 def finetune_lnet_s(context: RunContext):
-    """Fine-tune LNet_s on LNet_o's enlarged head boxes, starting from LNet_o's weights."""
+    """Fine-tune LNet_s on square crops about LNet_o's head boxes, from LNet_o's weights."""
     head = head_boxes(context)
     crop_boxes = head_crop_boxes(context, head)
     lnet_o = load_finetuned(context, "lnet_o")
