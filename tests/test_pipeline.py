@@ -334,6 +334,56 @@ def test_crop_augment_repeats_per_seed(tmp_path):
     assert first.max() <= 1.0
 
 
+def ring_crops(tmp_path, scale_jitter, count=32):
+    """Crop a white square with a black 8-pixel centre, the box being the square.
+
+    The image is 64 pixels and the square 32, so the 32-pixel crops show the
+    centre 8 / factor pixels wide. There is no edge jitter.
+    """
+    array = np.zeros((64, 64, 3), np.uint8)
+    array[16:48, 16:48] = 255
+    array[28:36, 28:36] = 0
+    paths = [write_image(tmp_path / f"{row}.png", array) for row in range(count)]
+    boxes = np.tile([[0.25, 0.25, 0.75, 0.75]], (count, 1))
+    dataset = pipeline.crop_dataset(
+        paths, boxes, np.zeros(count, np.int32), 32, count, training=True, augment=True,
+        box_jitter=0.0, scale_jitter=scale_jitter,
+    )
+    return next(iter(dataset))[0].numpy()
+
+
+def centre_widths(crops):
+    """Width and left end of the dark run through the middle of each crop's middle row."""
+    dark = crops[:, 16, :, 0] < 0.0
+    left = np.array([16 - np.argmin(row[16::-1]) + 1 for row in dark])
+    right = np.array([16 + np.argmin(row[16:]) for row in dark])
+    return right - left, left
+
+
+def test_crop_scale_jitter_scales_about_centre(tmp_path):
+    crops = ring_crops(tmp_path, scale_jitter=2.0)
+
+    widths, left = centre_widths(crops)
+    factors = 8.0 / widths
+    assert np.all(factors >= 0.5 - 0.05)
+    assert np.all(factors <= 2.0 + 0.3)
+    assert (factors < 0.9).any() and (factors > 1.1).any()
+    # About the centre: the dark centre stays in the middle of every crop.
+    np.testing.assert_allclose(left + widths / 2, 16, atol=1.0)
+
+
+def test_crop_without_scale_jitter_keeps_box(tmp_path):
+    widths, left = centre_widths(ring_crops(tmp_path, scale_jitter=1.0))
+
+    np.testing.assert_array_equal(widths, 8)
+    np.testing.assert_array_equal(left, 12)
+
+
+def test_crop_rejects_scale_jitter_below_one(tmp_path):
+    with pytest.raises(ValueError, match="scale_jitter must be in"):
+        ring_crops(tmp_path, scale_jitter=0.5, count=1)
+
+
 def test_crop_rejects_empty_boxes(tmp_path):
     paths = write_gray_images(tmp_path, 2)
     boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.5, 0.2, 0.5, 0.9]], np.float32)

@@ -54,6 +54,7 @@ All pipelines except the TFDS source share these rules:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -161,6 +162,7 @@ def crop_dataset(
     deterministic: bool = True,
     augment: bool = False,
     box_jitter: float = DEFAULT_BOX_JITTER,
+    scale_jitter: float = 1.0,
     input_context: Optional[tf.distribute.InputContext] = None,
     on_bad_example: str = "error",
     max_pixels: int = images.DEFAULT_MAX_PIXELS,
@@ -176,13 +178,14 @@ def crop_dataset(
 
     Elements are (crops [B, C, C, 3] float32, labels). With `with_index`, the features
     are a dict with "image" and "index", the int64 row of the inputs. `augment` moves
-    each box edge by up to `box_jitter` of the box side and flips crops horizontally
-    at random, so it suits labels that do not depend on the side, such as identities
-    and the 40 attributes.
+    each box edge by up to `box_jitter` of the box side, scales the box about its
+    centre by a factor drawn log-uniformly from [1 / scale_jitter, scale_jitter],
+    and flips crops horizontally at random, so it suits labels that do not depend on
+    the side, such as identities and the 40 attributes.
     """
     prepare = crop_fn(
         crop_size, seed=seed, epoch=epoch, augment=augment, box_jitter=box_jitter,
-        with_index=with_index,
+        scale_jitter=scale_jitter, with_index=with_index,
     )
     columns = {"path": _paths(paths)}
     columns["box"] = check_boxes(boxes, len(columns["path"]))
@@ -261,7 +264,14 @@ def whole_image_fn(image_size: int, *, seed: int, epoch: int, augment: bool, wit
 
 
 def crop_fn(
-    crop_size: int, *, seed: int, epoch: int, augment: bool, box_jitter: float, with_index: bool
+    crop_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    augment: bool,
+    box_jitter: float,
+    with_index: bool,
+    scale_jitter: float = 1.0,
 ):
     """Return the map from a decoded example to an element of `crop_dataset`.
 
@@ -271,6 +281,8 @@ def crop_fn(
     _check_positive(crop_size=crop_size)
     if not 0.0 <= box_jitter <= 0.25:
         raise ValueError(f"box_jitter must be in [0, 0.25], got {box_jitter}.")
+    if not 1.0 <= scale_jitter <= 4.0:
+        raise ValueError(f"scale_jitter must be in [1, 4], got {scale_jitter}.")
     augment_seed = _augment_seed(seed, epoch)
 
     def prepare(example):
@@ -281,6 +293,11 @@ def crop_fn(
                 tf.random.experimental.stateless_split(seed_pair, 2)
             )
             box = _jitter_box(box, box_jitter, jitter_seed)
+            if scale_jitter > 1.0:
+                # A seed of its own, so that the edge jitter and the flip stay the
+                # ones drawn without scale jitter.
+                scale_seed = tf.random.experimental.stateless_fold_in(jitter_seed, 1)
+                box = _scale_box(box, scale_jitter, scale_seed)
         # Cropping the uint8 image and normalizing the crop converts crop_size^2
         # pixels to float instead of the whole image. Bilinear sampling commutes with
         # the affine `normalize`, so this changes the values by float rounding only,
@@ -796,6 +813,19 @@ def _jitter_box(box: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
     width = box[3] - box[1]
     noise = tf.random.stateless_uniform([4], seed, -fraction, fraction)
     return box + noise * tf.stack([height, width, height, width])
+
+
+def _scale_box(box: tf.Tensor, max_factor: float, seed: tf.Tensor) -> tf.Tensor:
+    """Scale `box` about its centre by a factor in [1 / max_factor, max_factor].
+
+    The factor's logarithm is uniform, so shrinking and growing are equally likely.
+    """
+    log_factor = tf.random.stateless_uniform(
+        [], seed, -math.log(max_factor), math.log(max_factor)
+    )
+    half_extent = (box[2:] - box[:2]) * (tf.exp(log_factor) / 2.0)
+    center = (box[:2] + box[2:]) / 2.0
+    return tf.concat([center - half_extent, center + half_extent], axis=0)
 
 
 def _paths(paths: Sequence[PathLike]) -> np.ndarray:

@@ -116,6 +116,7 @@ def crop_shard_dataset(
     epoch: int = 0,
     augment: bool = False,
     box_jitter: float = pipeline.DEFAULT_BOX_JITTER,
+    scale_jitter: float = 1.0,
     input_context: Optional[tf.distribute.InputContext] = None,
     with_index: bool = False,
     cycle_length: int = tfrecords.DEFAULT_CYCLE_LENGTH,
@@ -133,7 +134,7 @@ def crop_shard_dataset(
     """
     prepare = pipeline.crop_fn(
         crop_size, seed=seed, epoch=epoch, augment=augment, box_jitter=box_jitter,
-        with_index=with_index,
+        scale_jitter=scale_jitter, with_index=with_index,
     )
     num_examples = sum(len(rows) for _, rows in parts)
     columns = {

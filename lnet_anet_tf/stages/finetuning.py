@@ -159,7 +159,8 @@ def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, repeat: i
     def train_dataset(batch_size, epoch, input_context):
         return inputs.crops(
             train_parts, train_boxes, train_labels, size, batch_size, training=True,
-            epoch=epoch, augment=True, input_context=input_context,
+            epoch=epoch, augment=True, scale_jitter=context.config.stages[stage_name].scale_jitter,
+            input_context=input_context,
         )
 
     def validation_dataset(batch_size, input_context):

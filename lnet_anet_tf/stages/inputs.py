@@ -131,6 +131,7 @@ class StageInputs:
         training: bool,
         epoch: int = 0,
         augment: bool = False,
+        scale_jitter: float = 1.0,
         input_context: Optional[tf.distribute.InputContext] = None,
         with_index: bool = False,
     ) -> tf.data.Dataset:
@@ -141,7 +142,8 @@ class StageInputs:
         those rows.
         """
         options = dict(training=training, seed=self.seed, epoch=epoch, augment=augment,
-                       input_context=input_context, with_index=with_index)
+                       scale_jitter=scale_jitter, input_context=input_context,
+                       with_index=with_index)
         if self.reads_shards(kind for kind, _ in parts):
             sources = [(self.shards[kind], rows) for kind, rows in parts]
             return shard_pipeline.crop_shard_dataset(
