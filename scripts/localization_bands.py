@@ -1,0 +1,101 @@
+"""Break LNet_s's localization recall down by how much of its crop the face fills.
+
+LNet_s finds the face inside a square crop about LNet_o's box
+(`localization.square_context_box`). When LNet_o's box is too small or too large,
+the face fills too much or too little of that crop. This script runs a trained
+cascade on the test partition and groups the images by the true face box's side
+divided by the crop's side (the geometric mean of height and width each time). For
+each group it prints the number of images, LNet_s's recall at IoU >= 0.5 and its
+mean IoU, as a Markdown table.
+
+It reads the annotated face boxes, so it is an evaluation tool: use it to see where
+localization fails, never to choose a training parameter.
+
+    python scripts/localization_bands.py --model_dir=runs/demo
+    python scripts/localization_bands.py --model_dir=runs/celeba --data_dir=/data/celeba
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from lnet_anet_tf import evaluate
+from lnet_anet_tf import image_io
+from lnet_anet_tf import localization
+from lnet_anet_tf import preprocessing
+from lnet_anet_tf import trained
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
+flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
+flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+flags.DEFINE_list(
+    "band_edges", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "1.0"],
+    "Inner edges of the face-to-crop side bands.",
+)
+
+
+def crop_boxes(cascade, head_boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Return LNet_s's crops [N, 4] for head boxes of images of `sizes` [N, 2]."""
+    windows = preprocessing.letterbox_window(sizes[:, 0], sizes[:, 1], cascade.lnet_o_size)
+    aspects = preprocessing.window_aspect(tf.transpose(windows))
+    return localization.square_context_box(
+        head_boxes, cascade.localization_config.lnet_o_context, aspects
+    ).numpy()
+
+
+def side(boxes: np.ndarray) -> np.ndarray:
+    return np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
+def band_table(ratios: np.ndarray, ious: np.ndarray, edges: list) -> str:
+    bounds = [0.0] + edges + [np.inf]
+    lines = [
+        "| face side / crop side | images | LNet_s recall at IoU >= 0.5 (%) | mean IoU |",
+        "| --- | --- | --- | --- |",
+    ]
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        inside = (ratios >= low) & (ratios < high)
+        label = f"{low:g} to {high:g}" if np.isfinite(high) else f"{low:g} and more"
+        if not inside.any():
+            lines.append(f"| {label} | 0 | | |")
+            continue
+        recall = 100.0 * np.mean(ious[inside] >= 0.5)
+        lines.append(f"| {label} | {inside.sum()} | {recall:.2f} | {ious[inside].mean():.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    config = trained.load_config(FLAGS.model_dir)
+    data_dir = FLAGS.data_dir
+    if data_dir is None:
+        from lnet_anet_tf.data import synthetic
+
+        data_dir, _ = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
+    from lnet_anet_tf.data import celeba
+
+    test = celeba.load_celeba(data_dir).partition("test")
+    if test.boxes is None:
+        raise app.UsageError(f"{data_dir} has no face boxes to compare with.")
+    paths = test.require("wild_paths", "Breaking localization down")
+
+    cascade = trained.load_cascade(FLAGS.model_dir, config)
+    predictions = evaluate.predict_files(cascade, paths)
+    sizes = image_io.image_sizes(paths)
+    truth = localization.xywh_pixels_to_normalized(test.boxes, sizes[:, 0], sizes[:, 1]).numpy()
+
+    crops = crop_boxes(cascade, predictions["head_box"], sizes)
+    ratios = side(truth) / side(crops)
+    ious = localization.iou(predictions["face_box"], truth).numpy()
+    edges = sorted(float(edge) for edge in FLAGS.band_edges)
+    print(f"{len(paths)} test images of {data_dir}; LNet_s recall "
+          f"{100.0 * np.mean(ious >= 0.5):.2f}%.\n")
+    print(band_table(ratios, ious, edges))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,46 @@
+"""Tests of scripts/localization_bands.py: bands of face-to-crop size."""
+
+import os
+import sys
+import types
+
+import numpy as np
+import tensorflow as tf
+
+from lnet_anet_tf import localization
+from lnet_anet_tf import preprocessing
+from lnet_anet_tf.config import LocalizationConfig
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+
+import localization_bands  # noqa: E402
+
+
+def test_band_table_counts_and_recall():
+    ratios = np.array([0.1, 0.45, 0.45, 2.0])
+    ious = np.array([0.6, 0.4, 0.7, 0.9])
+
+    table = localization_bands.band_table(ratios, ious, [0.3, 0.5, 1.0]).splitlines()
+
+    assert table[2] == "| 0 to 0.3 | 1 | 100.00 | 0.600 |"
+    assert table[3] == "| 0.3 to 0.5 | 2 | 50.00 | 0.550 |"
+    assert table[4] == "| 0.5 to 1 | 0 | | |"
+    assert table[5] == "| 1 and more | 1 | 100.00 | 0.900 |"
+
+
+def test_crop_boxes_match_one_letterbox_per_image():
+    cascade = types.SimpleNamespace(lnet_o_size=96, localization_config=LocalizationConfig())
+    sizes = np.array([[160, 256], [218, 178], [200, 200]])
+    head_boxes = np.array(
+        [[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.6, 0.5], [0.0, 0.0, 0.4, 0.4]], np.float32
+    )
+
+    crops = localization_bands.crop_boxes(cascade, head_boxes, sizes)
+
+    for box, (height, width), crop in zip(head_boxes, sizes, crops):
+        _, window = preprocessing.letterbox(tf.zeros([1, height, width, 3]), 96)
+        expected = localization.square_context_box(
+            box, LocalizationConfig().lnet_o_context, preprocessing.window_aspect(window)
+        )
+        np.testing.assert_allclose(crop, expected, atol=1e-6)
