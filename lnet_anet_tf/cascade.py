@@ -176,9 +176,10 @@ class Cascade(tf.Module):
     def head_crop_boxes(self, head_boxes: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
         """Return the square crops about LNet_o's head boxes that LNet_s reads.
 
-        See `localization.square_context_box`; the side is `lnet_o_context` times
-        the box's. The image's aspect ratio comes from its letterbox window, as in
-        training, where the boxes are computed from letterboxed images.
+        The side is `lnet_o_context` times the box's (see
+        `localization.square_context_box`). The image's aspect ratio comes from
+        its letterbox window, as in training, where the boxes are computed from
+        letterboxed images.
         """
         shape = tf.shape(images)
         window = preprocessing.letterbox_window(shape[1], shape[2], self.lnet_o_size)

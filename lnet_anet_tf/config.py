@@ -138,10 +138,10 @@ class Config:
     seed: int = 0
 
 
-# LNet_s's crops hold the face at whatever size LNet_o's box gives it, and that
-# size varies more than the face's: LNet_s found faces well where they spanned 0.3
-# to 0.6 of the crop's side and poorly outside that range. Training on crops
-# scaled by up to 1.5 either way widens the range it has seen.
+# LNet_o's box size varies more than the face's, so LNet_s's crops show faces at
+# many sizes. On synthetic data LNet_s found faces well where they spanned 0.3 to
+# 0.6 of the crop's side and poorly outside that range. Training crops scaled by
+# up to 1.5 either way widen the range of sizes it learns.
 LNET_S_SCALE_JITTER = 1.5
 
 

@@ -433,7 +433,7 @@ def square_context_box(boxes: tf.Tensor, factor: float, aspect: tf.Tensor) -> tf
 
     Why: the next net is trained on these crops resized to a square. A crop cut
     from the box itself stretches the face by the box's aspect ratio and the
-    image's, and a crop clipped at the image border holds a larger part of a face
+    image's, and a crop clipped at the image border contains a larger part of a face
     near that border. Both make the face's size and shape in the crop vary more
     than the localizer's error does.
     """

@@ -408,7 +408,7 @@ def test_crop_and_resize_pads_outside_image():
     np.testing.assert_allclose(crops[5:, 6:], images[0, :15, :18], atol=1e-5)
 
 
-def test_crop_and_resize_extrapolation_leaves_inner_boxes_alone():
+def test_extrapolation_leaves_inner_boxes():
     images = random_images(2, 37, 53)
     boxes = np.array([[0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0]], np.float32)
 
@@ -417,7 +417,7 @@ def test_crop_and_resize_extrapolation_leaves_inner_boxes_alone():
     np.testing.assert_array_equal(padded, localization.crop_and_resize(images, boxes, (11, 13)))
 
 
-def test_square_context_box_is_square_in_pixels():
+def test_square_context_box_in_pixels():
     # Image 100 x 200 pixels (aspect 0.5): a 40 x 40 pixel box and a 20 x 80 one.
     boxes = np.array([[0.2, 0.1, 0.6, 0.3], [0.4, 0.5, 0.6, 0.9]], np.float32)
 
@@ -428,7 +428,7 @@ def test_square_context_box_is_square_in_pixels():
     np.testing.assert_allclose(squares[1], [0.2, 0.55, 0.8, 0.85], atol=1e-6)
 
 
-def test_square_context_box_is_not_clipped():
+def test_square_context_box_unclipped():
     squares = localization.square_context_box([[0.0, 0.0, 0.4, 0.2]], 2.0, [2.0]).numpy()
 
     # In an image twice as tall as wide the box is 0.8 x 0.2 image widths, so the
@@ -436,7 +436,7 @@ def test_square_context_box_is_not_clipped():
     np.testing.assert_allclose(squares, [[0.0, -0.3, 0.4, 0.5]], atol=1e-6)
 
 
-def test_crop_box_to_image_clips_and_keeps_min_size():
+def test_crop_box_to_image_clips():
     crop_boxes = np.array([[-0.5, -0.5, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]], np.float32)
     in_crop = np.array([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]], np.float32)
 

@@ -29,7 +29,7 @@ def test_band_table_counts_and_recall():
     assert table[5] == "| 1 and more | 1 | 100.00 | 0.900 |"
 
 
-def test_crop_boxes_match_one_letterbox_per_image():
+def test_crop_boxes_match_letterbox():
     cascade = types.SimpleNamespace(lnet_o_size=96, localization_config=LocalizationConfig())
     sizes = np.array([[160, 256], [218, 178], [200, 200]])
     head_boxes = np.array(

@@ -17,7 +17,7 @@ def test_letterbox_window_matches_letterbox(height, width):
 
 
 @pytest.mark.parametrize("height, width", [(100, 200), (218, 178), (160, 256)])
-def test_window_aspect_is_image_aspect_to_a_pixel(height, width):
+def test_window_aspect_matches_image(height, width):
     window = preprocessing.letterbox_window(height, width, 96)
 
     aspect = float(preprocessing.window_aspect(window))

@@ -26,7 +26,7 @@ def test_cached_computes_once(tmp_path):
     np.testing.assert_array_equal(first["boxes"], second["boxes"])
 
 
-def test_cached_recomputes_file_without_required_array(tmp_path):
+def test_cached_recomputes_stale_file(tmp_path):
     path = str(tmp_path / "boxes.npz")
     np.savez(path, boxes=np.zeros([2, 4], np.float32))
     compute, calls = compute_counter(0.25)
