@@ -29,13 +29,21 @@ from lnet_anet_tf import preprocessing
 from lnet_anet_tf import trained
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
-flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
-flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
-flags.DEFINE_list(
-    "band_edges", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "1.0"],
-    "Inner edges of the face-to-crop side bands.",
-)
+
+
+def define_flags() -> None:
+    """Define the command-line flags.
+
+    They are defined only when the script runs, so that tests can import it
+    beside other scripts that define flags of the same names.
+    """
+    flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
+    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
+    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+    flags.DEFINE_list(
+        "band_edges", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "1.0"],
+        "Inner edges of the face-to-crop side bands.",
+    )
 
 
 def crop_boxes(cascade, head_boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -98,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
