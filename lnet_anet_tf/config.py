@@ -198,8 +198,8 @@ def _demo() -> Config:
             "pretrain_anet": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
             # The LNets learn attributes from whole images slowly. After 6 epochs they
             # stayed at the label prior, and their response maps covered the whole
-            # person. After 30, LNet_s's boxes reached 63% recall on synthetic data
-            # (docs/benchmarks.md).
+            # person. After 30, LNet_s's boxes found half or more of the synthetic
+            # test faces at IoU 0.5 (docs/benchmarks.md).
             "finetune_lnet_o": StageConfig(epochs=30, batch_size=64, learning_rate=1e-3),
             "finetune_lnet_s": StageConfig(
                 epochs=30, batch_size=64, learning_rate=1e-3, scale_jitter=LNET_S_SCALE_JITTER
