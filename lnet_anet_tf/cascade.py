@@ -193,9 +193,11 @@ class Cascade(tf.Module):
 
         The part of a crop outside the image is mid-gray (0.0), as in training.
         """
+        return self._crop_for_lnet_s(images, self.head_crop_boxes(head_boxes, images))
+
+    def _crop_for_lnet_s(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> tf.Tensor:
         return localization.crop_and_resize(
-            images, self.head_crop_boxes(head_boxes, images), self.lnet_s_size,
-            extrapolation_value=0.0,
+            images, crop_boxes, self.lnet_s_size, extrapolation_value=0.0
         )
 
     def localize_face(self, images: tf.Tensor, head_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -206,7 +208,7 @@ class Cascade(tf.Module):
         """
         crop_boxes = self.head_crop_boxes(head_boxes, images)
         response = localization.response_map(
-            self.lnet_s(self.head_crops(images, head_boxes), training=False)["feature_map"],
+            self.lnet_s(self._crop_for_lnet_s(images, crop_boxes), training=False)["feature_map"],
             self.lnet_s_blank,
         )
         boxes_in_crop, scores = localization.locate(

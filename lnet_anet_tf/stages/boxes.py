@@ -70,9 +70,10 @@ def predict_face_boxes(
 ) -> dict:
     """Return LNet_s's face boxes in image coordinates for crops of `crop_boxes` [N, 4].
 
-    `crop_boxes` are the square crops about the head boxes that LNet_s reads, one per table row,
-    and only the rows where `valid` is True are read. Same outputs as
-    `predict_head_boxes`; other rows have valid = False.
+    `crop_boxes` are the square crops about the head boxes that LNet_s reads, one
+    per table row, and only the rows where `valid` is True are read. The outputs
+    are those of `predict_head_boxes` without "crop_boxes", and other rows have
+    valid = False.
     """
     rows = np.flatnonzero(valid)
     dataset = inputs.crops(
@@ -117,7 +118,7 @@ def cached(path: str, compute, required: tuple = ()) -> dict:
             if not missing:
                 logging.info("Loaded cached boxes from %s.", path)
                 return {name: arrays[name] for name in arrays.files}
-        logging.warning("%s lacks %s; computing the boxes again.", path, ", ".join(missing))
+        logging.warning("%s lacks %s, so the boxes are computed again.", path, ", ".join(missing))
     outputs = compute()
     save_arrays_atomic(path, **outputs)
     logging.info(
