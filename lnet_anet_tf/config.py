@@ -91,8 +91,8 @@ class StageConfig:
     learning_rate: float
     warmup_epochs: float = 0.0
     # Stages that train on crops scale each training crop about its centre by a
-    # factor drawn log-uniformly from [1 / scale_jitter, scale_jitter]; 1 turns
-    # it off. Other stages ignore it.
+    # factor drawn log-uniformly from [1 / scale_jitter, scale_jitter]. A value of
+    # 1 turns it off, and other stages ignore it.
     scale_jitter: float = 1.0
 
 

@@ -282,7 +282,9 @@ def crop_fn(
     if not 0.0 <= box_jitter <= 0.25:
         raise ValueError(f"box_jitter must be in [0, 0.25], got {box_jitter}.")
     if not 1.0 <= scale_jitter <= 4.0:
-        raise ValueError(f"scale_jitter must be in [1, 4], got {scale_jitter}.")
+        raise ValueError(
+            f"scale_jitter must be in [1, 4], got {scale_jitter}. Use 1 to turn scaling off."
+        )
     augment_seed = _augment_seed(seed, epoch)
 
     def prepare(example):

@@ -112,7 +112,7 @@ def head_boxes(context: RunContext) -> dict:
 
 
 def head_crop_boxes(context: RunContext, head: dict) -> np.ndarray:
-    """The square crops about LNet_o's head boxes that LNet_s reads, [N, 4]."""
+    """Return the square crops about LNet_o's head boxes that LNet_s reads, [N, 4]."""
     return head["crop_boxes"]
 
 
