@@ -8,6 +8,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from lnet_anet_tf import attributes
+from lnet_anet_tf import evaluate
 from lnet_anet_tf import layers
 from lnet_anet_tf import localization
 from lnet_anet_tf import patches
@@ -234,6 +235,38 @@ def test_cascade_scores_face_crops(cascade):
         cascade.attribute_scores_from_features(features)["attribute_scores"],
         atol=1e-6,
     )
+
+
+def write_images(directory, images):
+    """Write uint8 images [N, H, W, 3] as PNG files; return the paths."""
+    paths = []
+    for index, image in enumerate(images):
+        path = str(directory / f"{index:06d}.png")
+        tf.io.write_file(path, tf.io.encode_png(image))
+        paths.append(path)
+    return paths
+
+
+def test_scores_at_given_boxes_match_the_cascade_at_its_own(cascade, tmp_path):
+    # evaluate scores ANet on the annotated boxes with this path; given LNet_s's
+    # own boxes it must reproduce the cascade's probabilities.
+    images = random_images(3, 90, 120, 0.0, 255.0, seed=6).round().astype(np.uint8)
+    paths = write_images(tmp_path, images)
+    predictions = evaluate.predict_files(cascade, paths)
+
+    at_own_boxes = evaluate.predict_attributes_at_boxes(cascade, paths, predictions["face_box"])
+    moved = predictions["face_box"] * 0.5
+    at_moved_boxes = evaluate.predict_attributes_at_boxes(cascade, paths, moved)
+
+    np.testing.assert_allclose(at_own_boxes, predictions["attribute_probabilities"], atol=1e-5)
+    assert np.abs(at_moved_boxes - at_own_boxes).max() > 1e-3
+
+
+def test_scores_at_given_boxes_reject_one_box_too_few(cascade, tmp_path):
+    paths = write_images(tmp_path, np.zeros([2, 32, 32, 3], np.uint8))
+
+    with pytest.raises(ValueError, match=r"\(1, 4\); expected \(2, 4\)"):
+        evaluate.predict_attributes_at_boxes(cascade, paths, np.zeros([1, 4]))
 
 
 def test_cascade_head_crops_have_lnet_s_size(cascade, config):

@@ -125,6 +125,26 @@ def test_report_rows_and_labels():
     assert "| lnet_s recall at IoU >= 0.5 (%) | 100.00 |" in text
 
 
+def test_report_scores_on_annotated_boxes():
+    document = _document("celeba")
+    labels = np.zeros([20, attributes.NUM_ATTRIBUTES])
+    labels[:5] = 1  # a quarter positive: all-negative predictions score 75%
+    document["attributes_at_annotated_boxes"] = metrics.attribute_metrics(labels * 0.0, labels)
+
+    text = report.render(document)
+
+    assert "| mean accuracy, ANet on the annotated face boxes (%) | 75.00 | | | |" in text
+    assert "| mean balanced accuracy, ANet on the annotated face boxes (%) | 50.00 | | | |" in text
+    eyeglasses_row = next(line for line in text.splitlines() if line.startswith("| Eyeglasses |"))
+    assert eyeglasses_row.rstrip().endswith("| 75.00 | 99 |")
+
+
+def test_report_without_annotated_boxes_has_no_such_rows():
+    text = report.render(_document("synthetic"))
+
+    assert "annotated" not in text
+
+
 def test_report_on_celeba_shows_published_numbers():
     text = report.render(_document("celeba"))
 

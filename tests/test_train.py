@@ -85,6 +85,9 @@ def test_metrics_finite_and_above_chance(tiny_run):
     assert np.all(np.isfinite(values))
     for net in ("lnet_o", "lnet_s"):
         assert 0.0 <= metrics["localization"][net]["recall"] <= 1.0
+    at_boxes = metrics["attributes_at_annotated_boxes"]
+    assert set(at_boxes["per_attribute"]) == set(attributes.ATTRIBUTE_NAMES)
+    assert 0.0 < at_boxes["mean_accuracy"] <= 1.0
 
     drawn = np.mean([per_attribute[name]["balanced_accuracy"] for name in CLEARLY_DRAWN])
     assert drawn > 0.55, {name: per_attribute[name] for name in CLEARLY_DRAWN}
