@@ -204,7 +204,9 @@ def _demo() -> Config:
             "finetune_lnet_s": StageConfig(
                 epochs=30, batch_size=64, learning_rate=1e-3, scale_jitter=LNET_S_SCALE_JITTER
             ),
-            "finetune_anet": StageConfig(epochs=6, batch_size=64, learning_rate=1e-3),
+            # One face crop per image: 30 epochs take as many steps as 6 epochs
+            # of five patches per image did before (docs/benchmarks.md).
+            "finetune_anet": StageConfig(epochs=30, batch_size=64, learning_rate=1e-3),
         },
         svm=SVMConfig(),
         synthetic=SyntheticConfig(),

@@ -11,7 +11,7 @@ Stages run in this order; `--stages` picks a subset, and a stage that finished i
 2. pretrain_anet    ANet on face identities (softmax), aligned faces
 3. finetune_lnet_o  LNet_o on whole images, 40 attribute tags
 4. finetune_lnet_s  LNet_s on LNet_o's head boxes, starting from LNet_o
-5. finetune_anet    ANet on the patches of LNet_s's face boxes
+5. finetune_anet    ANet on LNet_s's face crops
 6. fit_svm          one linear SVM per attribute on ANet patch features
 7. evaluate         the cascade on the test partition: metrics.json, report.md
 8. export           SavedModel for TF Serving and TFLite models
@@ -94,7 +94,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_bool(
     "add_aligned", None,
-    "Also fine-tune ANet on the patches of the aligned training images. Default: on "
+    "Also fine-tune ANet on the aligned training faces. Default: on "
     "when the data has aligned images. The test images are still cropped by LNet_s.",
 )
 flags.DEFINE_string("export_dir", None, "Where the export stage writes. Default: <model_dir>/export.")

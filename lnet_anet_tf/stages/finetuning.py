@@ -2,7 +2,8 @@
 
 Each net's inputs come from the previous net's boxes, never from annotated ones:
 LNet_o reads whole images; LNet_s reads square crops about LNet_o's head boxes;
-ANet reads the patches of LNet_s's face boxes, enlarged.
+ANet reads LNet_s's face boxes, enlarged (the face crops). The SVMs later read
+ANet's features of several patches of each face crop (`svm_fitting`).
 """
 
 from __future__ import annotations
@@ -132,17 +133,16 @@ def finetune_lnet_s(context: RunContext):
     )
 
 
-def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, repeat: int = 1, extra=None):
-    """Train an attribute net on crops of `crop_boxes` ([N * repeat, 4], row-major by table row).
+def _fit_on_crops(context, stage_name, build, crop_boxes, valid, size, extra=None):
+    """Train an attribute net on crops of `crop_boxes` ([N, 4], one per table row).
 
     `extra` adds training examples: a dict of "image" (the image kind), "rows",
     "boxes" and "labels".
     """
     table = context.table
-    rows = np.repeat(np.arange(len(table)), repeat)
-    labels = np.repeat(table.attributes.astype(np.float32), repeat, axis=0)
-    valid = np.repeat(valid, repeat)
-    partitions = np.repeat(table.require("partitions", stage_name), repeat)
+    rows = np.arange(len(table))
+    labels = table.attributes.astype(np.float32)
+    partitions = table.require("partitions", stage_name)
 
     def examples(partition_code):
         return np.flatnonzero(valid & (partitions == partition_code))
@@ -199,26 +199,36 @@ def face_boxes(context: RunContext) -> dict:
     return boxes_lib.cached(path, compute)
 
 
+def face_crop_boxes(context: RunContext, faces: dict) -> np.ndarray:
+    """Return the face crops [N, 4] that ANet reads: LNet_s's boxes enlarged by `lnet_s_context`."""
+    return localization.expand_box(faces["boxes"], context.config.localization.lnet_s_context).numpy()
+
+
 def patch_boxes(context: RunContext, faces: dict) -> np.ndarray:
     """Return [N * NUM_PATCHES, 4] patch boxes in image coordinates, image-major."""
-    face_crops = localization.expand_box(faces["boxes"], context.config.localization.lnet_s_context)
-    return patches.patch_boxes_in_images(face_crops).numpy()
+    return patches.patch_boxes_in_images(face_crop_boxes(context, faces)).numpy()
 
 
-def aligned_patch_examples(context: RunContext) -> dict:
-    """Patches of the aligned training faces, for `--add_aligned`, as `_fit_on_crops`'s `extra`."""
+def aligned_face_examples(context: RunContext) -> dict:
+    """Return the aligned training faces, for `--add_aligned`, as `_fit_on_crops`'s `extra`."""
     train = context.table.partition("train")
-    face_box = np.tile(np.asarray(pipeline.ALIGNED_FACE_BOX, np.float32), (len(train), 1))
     return {
         "image": inputs_lib.ALIGNED,
-        "rows": np.repeat(inputs_lib.partition_rows(context.table, "train"), patches.NUM_PATCHES),
-        "boxes": patches.patch_boxes_in_images(face_box).numpy(),
-        "labels": np.repeat(train.attributes.astype(np.float32), patches.NUM_PATCHES, axis=0),
+        "rows": inputs_lib.partition_rows(context.table, "train"),
+        "boxes": np.tile(np.asarray(pipeline.ALIGNED_FACE_BOX, np.float32), (len(train), 1)),
+        "labels": train.attributes.astype(np.float32),
     }
 
 
 def finetune_anet(context: RunContext):
-    """Fine-tune ANet on the patches of LNet_s's face boxes, from the identity-trained trunk."""
+    """Fine-tune ANet on LNet_s's face crops, from the identity-trained trunk.
+
+    ANet trains on the whole face crop, flipped at random, not on the patches
+    that the SVMs read. Its upper layers are locally connected: each position
+    has filters of its own, which pays off when the same face part always falls
+    on the same position. Five differently framed patches put five different
+    parts there. docs/benchmarks.md compares the two on the demo preset.
+    """
     faces = face_boxes(context)
     pretrained = None
     if os.path.exists(context.weights_path(pretraining.PRETRAIN_ANET)):
@@ -237,8 +247,8 @@ def finetune_anet(context: RunContext):
             _initialize_from(model, pretrained, "the identity-trained ANet")
         return model
 
-    extra = aligned_patch_examples(context) if context.add_aligned else None
+    extra = aligned_face_examples(context) if context.add_aligned else None
     return _fit_on_crops(
-        context, FINETUNE_ANET, build, patch_boxes(context, faces), faces["valid"],
-        context.config.anet.input_size, repeat=patches.NUM_PATCHES, extra=extra,
+        context, FINETUNE_ANET, build, face_crop_boxes(context, faces), faces["valid"],
+        context.config.anet.input_size, extra=extra,
     )

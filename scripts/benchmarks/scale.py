@@ -25,8 +25,9 @@ from __future__ import annotations
 CELEBA_IMAGES = 202_599
 GPU_COUNTS = (1, 8, 64)
 FINETUNE_STAGES = ("finetune_lnet_o", "finetune_lnet_s", "finetune_anet")
-# ANet trains on five patches of every face.
-EXAMPLES_PER_IMAGE = {"finetune_lnet_o": 1, "finetune_lnet_s": 1, "finetune_anet": 5}
+# ANet trains on each image's face crop and on its aligned face (--add_aligned,
+# on by default when the data has aligned images, as CelebA does).
+EXAMPLES_PER_IMAGE = {"finetune_lnet_o": 1, "finetune_lnet_s": 1, "finetune_anet": 2}
 
 ASSUMPTIONS = {
     # How many cores of this CPU one GPU replaces on the train step. An
@@ -144,7 +145,7 @@ def render(results: dict) -> str:
     ]
     return "\n".join([
         f"**Estimate, not a measurement.** One epoch of full CelebA ({CELEBA_IMAGES:,} images; "
-        f"ANet reads 5 patches of each) at the {results['preset']} preset, per fine-tuning stage, with "
+        f"ANet reads the face crop and the aligned face of each) at the {results['preset']} preset, per fine-tuning stage, with "
         "the pipeline as built (one tf.data pipeline per worker, the gradient all-reduce "
         "after the backward pass). For G GPUs, N examples and global batch B:",
         "",

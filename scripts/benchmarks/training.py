@@ -28,7 +28,6 @@ from absl import logging
 
 from benchmarks import common
 from lnet_anet_tf import attributes
-from lnet_anet_tf import patches
 from lnet_anet_tf.config import Config
 from lnet_anet_tf.data import pipeline
 from lnet_anet_tf.models import build_anet, build_lnet
@@ -42,7 +41,7 @@ STAGES = ("pretrain_lnet", "pretrain_anet", "finetune_lnet_o", "finetune_lnet_s"
 PAPER_OBJECT_CLASSES = 1000
 PAPER_IDENTITIES = 10177
 # The fixed crop boxes, normalized [ymin, xmin, ymax, xmax]: a head box for LNet_s
-# and a face box whose patches ANet reads.
+# and a face box for ANet.
 HEAD_BOX = (0.05, 0.15, 0.95, 0.85)
 FACE_BOX = (0.25, 0.3, 0.75, 0.7)
 
@@ -71,12 +70,10 @@ class Sizes:
     budget_s: float | None = None
 
 
-def _crop_inputs(table, box, repeat: int = 1):
-    paths = np.repeat(table.require("wild_paths", "the crop pipeline benchmark"), repeat)
-    labels = np.repeat(table.attributes.astype(np.float32), repeat, axis=0)
+def _crop_inputs(table, box):
+    paths = table.require("wild_paths", "the crop pipeline benchmark")
+    labels = table.attributes.astype(np.float32)
     boxes = np.tile(np.asarray(box, np.float32), (len(table), 1))
-    if repeat > 1:
-        boxes = patches.patch_boxes_in_images(boxes).numpy()
     return paths, boxes, labels
 
 
@@ -133,8 +130,7 @@ def stage_setup(stage: str, config: Config, data, batch_size: int) -> StageSetup
 
     if stage in ("finetune_lnet_s", "finetune_anet"):
         is_anet = stage == "finetune_anet"
-        repeat = patches.NUM_PATCHES if is_anet else 1
-        paths, boxes, labels = _crop_inputs(train, FACE_BOX if is_anet else HEAD_BOX, repeat)
+        paths, boxes, labels = _crop_inputs(train, FACE_BOX if is_anet else HEAD_BOX)
         size = anet_size if is_anet else config.lnet_s.input_size
 
         def dataset_fn():
@@ -144,7 +140,7 @@ def stage_setup(stage: str, config: Config, data, batch_size: int) -> StageSetup
 
         if is_anet:
             model = build_anet(config.anet, num_attributes, "attributes", name="anet")
-            description = f"crop_dataset, {patches.NUM_PATCHES} patches per image, {size} px"
+            description = f"crop_dataset, face crops, {size} px"
         else:
             model = build_lnet(config.lnet_s, num_attributes, "attributes", name="lnet_s")
             description = f"crop_dataset, head crops, {size} px"
@@ -301,8 +297,6 @@ def render(results: dict) -> str:
         "",
         "- Crop pipelines read one fixed box per image instead of the previous net's "
         "boxes; decoding and `crop_and_resize` cost the same wherever the box lies.",
-        "- `finetune_anet`'s pipeline decodes each in-the-wild image once and cuts its "
-        "five patches from it.",
         f"- Pre-training heads: the paper preset's are sized for ImageNet's "
         f"{PAPER_OBJECT_CLASSES:,} classes and CelebA's {PAPER_IDENTITIES:,} identities, "
         "the demo preset's for the synthetic data's classes and identities.",
