@@ -145,7 +145,8 @@ def render(results: dict) -> str:
     ]
     return "\n".join([
         f"**Estimate, not a measurement.** One epoch of full CelebA ({CELEBA_IMAGES:,} images; "
-        f"ANet reads the face crop and the aligned face of each) at the {results['preset']} preset, per fine-tuning stage, with "
+        "ANet reads the face crop and the aligned face of each) at the "
+        f"{results['preset']} preset, per fine-tuning stage, with "
         "the pipeline as built (one tf.data pipeline per worker, the gradient all-reduce "
         "after the backward pass). For G GPUs, N examples and global batch B:",
         "",
