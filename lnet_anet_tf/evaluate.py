@@ -13,8 +13,8 @@ errors that remain with the annotated boxes are ANet's and the SVMs'.
     python -m lnet_anet_tf.train --model_dir=runs/demo --stages=evaluate [--data_dir=DIR]
 
 writes `metrics.json` and `report.md` into `<model_dir>/evaluate/`. A finished
-evaluation is skipped; delete `<model_dir>/evaluate/DONE.json` to run it again,
-for example after a change to this module.
+evaluation is skipped, so delete `<model_dir>/evaluate/DONE.json` to run it
+again, for example after a change to this module.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def predict_files(cascade: Cascade, paths, log_every: int = 200) -> dict:
     keys = ("face_box", "head_box", "localization_score", "attribute_probabilities")
     outputs = {key: [] for key in keys}
     for index, path in enumerate(paths):
-        image = image_io.read_image(path)
-        result = serve(tf.cast(image, tf.float32)[tf.newaxis])
+        result = serve(_pixel_batch(path))
         for key in keys:
             outputs[key].append(result[key].numpy()[0])
         if log_every and (index + 1) % log_every == 0:
@@ -74,7 +73,7 @@ def predict_attributes_at_boxes(cascade: Cascade, paths, face_boxes) -> np.ndarr
     face_boxes = np.asarray(face_boxes, np.float32)
     if face_boxes.shape != (len(paths), 4):
         raise ValueError(
-            f"face_boxes has shape {face_boxes.shape}; expected ({len(paths)}, 4), "
+            f"Invalid face_boxes shape {face_boxes.shape}: expected ({len(paths)}, 4), "
             "one normalized box per image file."
         )
 
@@ -90,9 +89,14 @@ def predict_attributes_at_boxes(cascade: Cascade, paths, face_boxes) -> np.ndarr
 
     probabilities = []
     for index, path in enumerate(paths):
-        image = tf.cast(image_io.read_image(path), tf.float32)[tf.newaxis]
-        probabilities.append(attributes_at_boxes(image, face_boxes[index : index + 1]).numpy()[0])
+        boxes = face_boxes[index : index + 1]
+        probabilities.append(attributes_at_boxes(_pixel_batch(path), boxes).numpy()[0])
     return np.stack(probabilities)
+
+
+def _pixel_batch(path) -> tf.Tensor:
+    """Read one image file as a float32 batch [1, H, W, 3] of pixel values in [0, 255]."""
+    return tf.cast(image_io.read_image(path), tf.float32)[tf.newaxis]
 
 
 def evaluate_cascade(cascade: Cascade, test: CelebATable, train: CelebATable) -> dict:

@@ -238,7 +238,7 @@ def test_cascade_scores_face_crops(cascade):
 
 
 def write_images(directory, images):
-    """Write uint8 images [N, H, W, 3] as PNG files; return the paths."""
+    """Write uint8 images [N, H, W, 3] as PNG files and return their paths."""
     paths = []
     for index, image in enumerate(images):
         path = str(directory / f"{index:06d}.png")
@@ -247,9 +247,9 @@ def write_images(directory, images):
     return paths
 
 
-def test_scores_at_given_boxes_match_the_cascade_at_its_own(cascade, tmp_path):
-    # evaluate scores ANet on the annotated boxes with this path; given LNet_s's
-    # own boxes it must reproduce the cascade's probabilities.
+def test_scores_at_boxes_match_cascade(cascade, tmp_path):
+    # evaluate scores ANet on the annotated boxes with this function. Given
+    # LNet_s's own boxes, it must reproduce the cascade's probabilities.
     images = random_images(3, 90, 120, 0.0, 255.0, seed=6).round().astype(np.uint8)
     paths = write_images(tmp_path, images)
     predictions = evaluate.predict_files(cascade, paths)
@@ -262,10 +262,10 @@ def test_scores_at_given_boxes_match_the_cascade_at_its_own(cascade, tmp_path):
     assert np.abs(at_moved_boxes - at_own_boxes).max() > 1e-3
 
 
-def test_scores_at_given_boxes_reject_one_box_too_few(cascade, tmp_path):
+def test_scores_at_boxes_reject_missing_box(cascade, tmp_path):
     paths = write_images(tmp_path, np.zeros([2, 32, 32, 3], np.uint8))
 
-    with pytest.raises(ValueError, match=r"\(1, 4\); expected \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"Invalid face_boxes shape \(1, 4\): expected \(2, 4\)"):
         evaluate.predict_attributes_at_boxes(cascade, paths, np.zeros([1, 4]))
 
 
