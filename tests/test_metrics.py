@@ -139,7 +139,7 @@ def test_report_scores_on_annotated_boxes():
     assert eyeglasses_row.rstrip().endswith("| 75.00 | 99 |")
 
 
-def test_report_without_annotated_boxes_has_no_such_rows():
+def test_report_omits_annotated_box_rows():
     text = report.render(_document("synthetic"))
 
     assert "annotated" not in text
