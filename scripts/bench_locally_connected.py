@@ -114,7 +114,7 @@ def skip_reason(case: dict, implementation: str) -> str | None:
 
 
 def build_step(case: dict, implementation: str):
-    """Return (step, inputs): a tf.function computing all gradients of one step."""
+    """Return (step, inputs): a tf.function computing the loss and all gradients of one step."""
     import numpy as np
     import tensorflow as tf
     import tf_keras
@@ -143,12 +143,16 @@ def build_step(case: dict, implementation: str):
         rng.standard_normal([case["input_shape"][0]] + case["output_shape"]).astype(np.float32)
     )
 
+    # The step returns the loss as well as the gradients. Without it, TensorFlow
+    # prunes the forward matmul: the layer has no activation, so the gradients of
+    # this loss do not depend on the layer's output, and only the backward pass
+    # would be timed.
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(layer(x) * upstream)
-        return tape.gradient(loss, [x] + layer.trainable_variables)
+        return loss, tape.gradient(loss, [x] + layer.trainable_variables)
 
     return step, inputs
 
@@ -171,7 +175,8 @@ def _build_matmul_step(case: dict):
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(tf.matmul(x, kernel) * upstream)
-        return tape.gradient(loss, [x, kernel])
+        # The loss keeps the forward matmul in the graph, as in build_step.
+        return loss, tape.gradient(loss, [x, kernel])
 
     return step, patches
 
