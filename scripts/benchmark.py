@@ -208,10 +208,12 @@ def render_header(context: dict) -> str:
         f"({machine['usable_cores']} usable by the process){memory}, no GPU, "
         f"{machine['system']}. Run on {context['date']}, {total_minutes:.1f} minutes in all "
         f"({group_times}). "
-        "Other processes shared the cores: the load average (1, 5, 15 minutes) was "
+        "The load average (1, 5, 15 minutes) was "
         f"{', '.join(map(str, context['load_start']))} at the start and "
-        f"{', '.join(map(str, context['load_end']))} at the end, so wall-clock rates are lower "
-        "than on an idle machine and spread widely; CPU-time figures are affected less.",
+        f"{', '.join(map(str, context['load_end']))} at the end. The benchmark alone keeps "
+        f"up to {machine['usable_cores']} cores busy, so a 1-minute load above 0.5 at the start, "
+        f"or well above {machine['usable_cores']} at the end, means that other processes shared "
+        "the cores. Wall-clock rates then fall and spread more than CPU-time figures.",
         "",
         f"Data: **synthetic** (the embedded generator): {data['images']:,} images of "
         f"{data['identities']:,} identities ({data['train_images']:,} train, "
