@@ -206,7 +206,14 @@ class Cascade(tf.Module):
         Returns "face_box" [batch, 4] in image coordinates, "face_score" [batch] and
         "lnet_s_response" [batch, h', w'] over the head crop.
         """
-        crop_boxes = self.head_crop_boxes(head_boxes, images)
+        return self.localize_face_in_crops(images, self.head_crop_boxes(head_boxes, images))
+
+    def localize_face_in_crops(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Find the face with LNet_s in given crops [batch, 4] of normalized images.
+
+        `localize_face` with the crops chosen by the caller instead of about LNet_o's
+        boxes; the outputs are the same, "lnet_s_response" over these crops.
+        """
         response = localization.response_map(
             self.lnet_s(self._crop_for_lnet_s(images, crop_boxes), training=False)["feature_map"],
             self.lnet_s_blank,

@@ -46,13 +46,17 @@ def define_flags() -> None:
     )
 
 
-def crop_boxes(cascade, head_boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Return LNet_s's crops [N, 4] for head boxes of images of `sizes` [N, 2]."""
+def crop_boxes(cascade, boxes: np.ndarray, sizes: np.ndarray, factor: float | None = None) -> np.ndarray:
+    """Return LNet_s's square crops [N, 4] about `boxes` of images of `sizes` [N, 2].
+
+    The side is `factor` times the box's, by default `lnet_o_context`: the crops
+    that the cascade cuts about LNet_o's head boxes.
+    """
+    if factor is None:
+        factor = cascade.localization_config.lnet_o_context
     windows = preprocessing.letterbox_window(sizes[:, 0], sizes[:, 1], cascade.lnet_o_size)
     aspects = preprocessing.window_aspect(tf.transpose(windows))
-    return localization.square_context_box(
-        head_boxes, cascade.localization_config.lnet_o_context, aspects
-    ).numpy()
+    return localization.square_context_box(boxes, factor, aspects).numpy()
 
 
 def side(boxes: np.ndarray) -> np.ndarray:

@@ -192,6 +192,20 @@ def test_cascade_face_box_lies_in_head_crop(cascade, config):
     assert np.all(face_in_crop < 1.0 + 1e-5)
 
 
+def test_face_in_crops_lies_in_given_crop(cascade):
+    # Crops inside the image, unlike the head crops, so the face box cannot be
+    # clipped to the image instead of to the crop.
+    images = preprocessing.normalize(random_images(2, 100, 80, 0.0, 255.0, seed=5))
+    crop_boxes = tf.constant([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.9]])
+
+    face = cascade.localize_face_in_crops(images, crop_boxes)
+
+    face_in_crop = localization.box_to_crop(face["face_box"], crop_boxes).numpy()
+    assert np.all(face_in_crop > -1e-5)
+    assert np.all(face_in_crop < 1.0 + 1e-5)
+    assert face["lnet_s_response"].shape[0] == 2
+
+
 def test_cascade_matches_its_stages(cascade):
     images = random_images(2, 96, 128, 0.0, 255.0, seed=3)
 

@@ -44,3 +44,14 @@ def test_crop_boxes_match_letterbox():
             box, LocalizationConfig().lnet_o_context, preprocessing.window_aspect(window)
         )
         np.testing.assert_allclose(crop, expected, atol=1e-6)
+
+
+def test_crop_boxes_use_given_factor():
+    cascade = types.SimpleNamespace(lnet_o_size=96, localization_config=LocalizationConfig())
+    sizes = np.array([[200, 200], [200, 200]])
+    boxes = np.array([[0.2, 0.2, 0.4, 0.4], [0.5, 0.4, 0.6, 0.5]], np.float32)
+
+    crops = localization_bands.crop_boxes(cascade, boxes, sizes, factor=2.5)
+
+    np.testing.assert_allclose(localization_bands.side(crops), 2.5 * localization_bands.side(boxes), rtol=1e-5)
+    np.testing.assert_allclose(crops[:, :2] + crops[:, 2:], boxes[:, :2] + boxes[:, 2:], atol=1e-6)

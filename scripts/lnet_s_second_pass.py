@@ -1,0 +1,144 @@
+"""Measure LNet_s's recall when it runs a second time, on a crop about its own box.
+
+The cascade runs LNet_s once, on a square crop about LNet_o's head box. When that
+box is too small or too large, the face fills too much or too little of the crop,
+and LNet_s misses it (`scripts/localization_bands.py`). This script tries a second
+pass: a square crop about LNet_s's first box, `factor` times the box's side
+(`localization.square_context_box`), and LNet_s again on that crop.
+
+The calibrated factor reads no box label. It is the inverse of the median ratio
+of LNet_s's box side to its crop side on training images, so that the second
+crop frames LNet_s's first box as a typical first-pass crop does. Factors given
+with --factors are measured too. They show how recall depends on the factor,
+but they are compared on the test labels, so choosing one of them for training
+or prediction would tune a parameter on the test split.
+
+The script reads the test images' annotated face boxes, so it is an evaluation
+tool. It changes nothing in the cascade.
+
+    python scripts/lnet_s_second_pass.py --model_dir=runs/demo
+    python scripts/lnet_s_second_pass.py --model_dir=runs/celeba --data_dir=/data/celeba
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+import localization_bands
+from lnet_anet_tf import evaluate
+from lnet_anet_tf import image_io
+from lnet_anet_tf import localization
+from lnet_anet_tf import preprocessing
+from lnet_anet_tf import trained
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Define the command-line flags (only when the script runs, as in localization_bands.py)."""
+    flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
+    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
+    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+    flags.DEFINE_integer(
+        "calibration_images", 300, "Training images, evenly spaced, that calibrate the factor."
+    )
+    flags.DEFINE_list(
+        "factors", ["1.5", "2.0", "2.5", "3.0"],
+        "Further crop factors to measure on the test split, for comparison only.",
+    )
+
+
+def calibrated_factor(face_boxes: np.ndarray, crops: np.ndarray) -> float:
+    """Return 1 / the median of LNet_s's box side divided by its crop side."""
+    ratios = localization_bands.side(face_boxes) / localization_bands.side(crops)
+    return float(1.0 / np.median(ratios))
+
+
+def lnet_s_in_crops(cascade):
+    """Return a function (image [1, H, W, 3] in [0, 255], crop [1, 4]) -> LNet_s's box [1, 4]."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([1, None, None, 3], tf.float32),
+            tf.TensorSpec([1, 4], tf.float32),
+        ]
+    )
+    def locate(images, crops):
+        normalized = preprocessing.normalize(images)
+        return cascade.localize_face_in_crops(normalized, crops)["face_box"]
+
+    return locate
+
+
+def second_pass(cascade, paths, face_boxes: np.ndarray, sizes: np.ndarray, factor: float) -> np.ndarray:
+    """Return LNet_s's boxes [N, 4] in square crops of `factor` times `face_boxes`."""
+    crops = localization_bands.crop_boxes(cascade, face_boxes, sizes, factor)
+    locate = lnet_s_in_crops(cascade)
+    boxes = []
+    for path, crop in zip(paths, crops):
+        image = tf.cast(image_io.read_image(path), tf.float32)[tf.newaxis]
+        boxes.append(locate(image, crop[np.newaxis]).numpy()[0])
+    return np.stack(boxes)
+
+
+def first_pass(cascade, paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the cascade's face boxes, LNet_s's crops and the image sizes [N, 2]."""
+    predictions = evaluate.predict_files(cascade, paths)
+    sizes = image_io.image_sizes(paths)
+    crops = localization_bands.crop_boxes(cascade, predictions["head_box"], sizes)
+    return predictions["face_box"], crops, sizes
+
+
+def result_row(label: str, factor: str, ious: np.ndarray) -> str:
+    return f"| {label} | {factor} | {100.0 * np.mean(ious >= 0.5):.2f} | {ious.mean():.3f} |"
+
+
+def main(argv):
+    del argv
+    config = trained.load_config(FLAGS.model_dir)
+    data_dir = FLAGS.data_dir
+    if data_dir is None:
+        from lnet_anet_tf.data import synthetic
+
+        data_dir, _ = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
+    from lnet_anet_tf.data import celeba
+
+    table = celeba.load_celeba(data_dir)
+    test = table.partition("test")
+    if test.boxes is None:
+        raise app.UsageError(f"{data_dir} has no face boxes to compare with.")
+    cascade = trained.load_cascade(FLAGS.model_dir, config)
+
+    # Calibration: training images, LNet_s's own boxes, no labels.
+    train = table.partition("train")
+    step = max(1, len(train) // max(1, FLAGS.calibration_images))
+    train_paths = train.select(np.arange(0, len(train), step)).require("wild_paths", "Calibrating")
+    factor = calibrated_factor(*first_pass(cascade, train_paths)[:2])
+
+    test_paths = test.require("wild_paths", "Measuring the second pass")
+    face_boxes, _, sizes = first_pass(cascade, test_paths)
+    truth = localization.xywh_pixels_to_normalized(test.boxes, sizes[:, 0], sizes[:, 1]).numpy()
+
+    rows = [
+        "| LNet_s passes | crop factor | recall at IoU >= 0.5 (%) | mean IoU |",
+        "| --- | --- | --- | --- |",
+        result_row("1 (the cascade)", "", localization.iou(face_boxes, truth).numpy()),
+    ]
+    boxes = second_pass(cascade, test_paths, face_boxes, sizes, factor)
+    rows.append(result_row(
+        f"2, calibrated on {len(train_paths)} training images", f"{factor:.3f}",
+        localization.iou(boxes, truth).numpy(),
+    ))
+    for other in FLAGS.factors:
+        boxes = second_pass(cascade, test_paths, face_boxes, sizes, float(other))
+        rows.append(result_row("2, for comparison", other, localization.iou(boxes, truth).numpy()))
+    print(f"{len(test_paths)} test images of {data_dir}.\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
