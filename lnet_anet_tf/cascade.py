@@ -181,11 +181,23 @@ class Cascade(tf.Module):
         its letterbox window, as in training, where the boxes are computed from
         letterboxed images.
         """
+        return self._square_crops(head_boxes, images, self.localization_config.lnet_o_context)
+
+    def face_recrop_boxes(self, face_boxes: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+        """Return the square crops about LNet_s's first boxes that its second pass reads.
+
+        The side is `lnet_s_recrop_context` times the box's; the pass runs only
+        when that factor is set.
+        """
+        return self._square_crops(
+            face_boxes, images, self.localization_config.lnet_s_recrop_context
+        )
+
+    def _square_crops(self, boxes: tf.Tensor, images: tf.Tensor, factor: float) -> tf.Tensor:
         shape = tf.shape(images)
         window = preprocessing.letterbox_window(shape[1], shape[2], self.lnet_o_size)
         return localization.square_context_box(
-            head_boxes, self.localization_config.lnet_o_context,
-            preprocessing.window_aspect(window),
+            boxes, factor, preprocessing.window_aspect(window)
         )
 
     def head_crops(self, images: tf.Tensor, head_boxes: tf.Tensor) -> tf.Tensor:
@@ -203,10 +215,17 @@ class Cascade(tf.Module):
     def localize_face(self, images: tf.Tensor, head_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Find the face with LNet_s in the square crop about each head box.
 
+        With `lnet_s_recrop_context` set, LNet_s runs again on a square crop about
+        its first box (`face_recrop_boxes`), and the outputs are the second pass's.
         Returns "face_box" [batch, 4] in image coordinates, "face_score" [batch] and
-        "lnet_s_response" [batch, h', w'] over the head crop.
+        "lnet_s_response" [batch, h', w'] over the crop that LNet_s read last.
         """
-        return self.localize_face_in_crops(images, self.head_crop_boxes(head_boxes, images))
+        face = self.localize_face_in_crops(images, self.head_crop_boxes(head_boxes, images))
+        if self.localization_config.lnet_s_recrop_context is None:
+            return face
+        return self.localize_face_in_crops(
+            images, self.face_recrop_boxes(face["face_box"], images)
+        )
 
     def localize_face_in_crops(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Find the face with LNet_s in given crops [batch, 4] of normalized images.

@@ -301,6 +301,10 @@ def _validate_config(config: LocalizationConfig) -> None:
         )
     if config.refine_steps < 0:
         raise ValueError(f"refine_steps must be >= 0, got {config.refine_steps}.")
+    if config.lnet_s_recrop_context is not None and not config.lnet_s_recrop_context > 0.0:
+        raise ValueError(
+            f"lnet_s_recrop_context must be None or > 0, got {config.lnet_s_recrop_context}."
+        )
 
 
 def _contrast(maps: tf.Tensor, config: LocalizationConfig) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,5 +1,7 @@
 """Tests for the face-patch layout and the LNet + ANet cascade, including TFLite parity."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from lnet_anet_tf import patches
 from lnet_anet_tf import preprocessing
 from lnet_anet_tf.cascade import Cascade
 from lnet_anet_tf.config import get_config
+from lnet_anet_tf.stages import boxes as boxes_lib
 
 NUM_FEATURES = 16
 
@@ -61,14 +64,21 @@ def config():
     return get_config("demo")
 
 
+def with_recrop(config, factor):
+    return dataclasses.replace(
+        config, localization=dataclasses.replace(config.localization, lnet_s_recrop_context=factor)
+    )
+
+
 @pytest.fixture(scope="module")
 def cascade(config):
+    """The demo cascade with one LNet_s pass; `recrop_cascade` has two."""
     keras.utils.set_random_seed(0)
     return Cascade(
         stand_in_lnet(config.lnet_o.input_size, "lnet_o"),
         stand_in_lnet(config.lnet_s.input_size, "lnet_s"),
         stand_in_anet(config.anet.input_size),
-        config=config,
+        config=with_recrop(config, None),
         **svm_parameters(NUM_FEATURES),
     )
 
@@ -204,6 +214,53 @@ def test_face_in_crops_lies_in_given_crop(cascade):
     assert np.all(face_in_crop > -1e-5)
     assert np.all(face_in_crop < 1.0 + 1e-5)
     assert face["lnet_s_response"].shape[0] == 2
+
+
+@pytest.fixture(scope="module")
+def recrop_cascade(cascade, config):
+    return Cascade(
+        cascade.lnet_o, cascade.lnet_s, cascade.anet, config=with_recrop(config, 2.0),
+        svm_weights=cascade.svm_weights.numpy(), svm_bias=cascade.svm_bias.numpy(),
+        platt_scale=cascade.platt_scale.numpy(), platt_offset=cascade.platt_offset.numpy(),
+    )
+
+
+def test_second_pass_reads_crop_about_first_box(cascade, recrop_cascade):
+    images = random_images(2, 90, 120, 0.0, 255.0, seed=6)
+    normalized = preprocessing.normalize(images)
+
+    outputs = recrop_cascade(images)
+
+    head = cascade.localize_head(normalized)
+    first = cascade.localize_face(normalized, head["head_box"])
+    recrops = recrop_cascade.face_recrop_boxes(first["face_box"], normalized)
+    second = cascade.localize_face_in_crops(normalized, recrops)
+    np.testing.assert_allclose(outputs["face_box"], second["face_box"], atol=1e-5)
+    np.testing.assert_allclose(outputs["localization_score"], second["face_score"], atol=1e-5)
+    side = np.sqrt((recrops[:, 2] - recrops[:, 0]) * (recrops[:, 3] - recrops[:, 1]) * 90 / 120)
+    first_side = np.sqrt(
+        (first["face_box"][:, 2] - first["face_box"][:, 0])
+        * (first["face_box"][:, 3] - first["face_box"][:, 1]) * 90 / 120
+    )
+    np.testing.assert_allclose(side, 2.0 * first_side, rtol=1e-4)
+
+
+def test_training_recrops_match_cascade(recrop_cascade):
+    images = preprocessing.normalize(random_images(3, 70, 110, 0.0, 255.0, seed=7))
+    head_boxes = tf.constant([[0.1, 0.2, 0.6, 0.5], [0.3, 0.1, 0.9, 0.4], [0.0, 0.5, 0.5, 1.0]])
+    face_boxes = tf.constant([[0.2, 0.3, 0.4, 0.4], [0.5, 0.2, 0.7, 0.3], [0.1, 0.6, 0.3, 0.8]])
+
+    head_crops = recrop_cascade.head_crop_boxes(head_boxes, images).numpy()
+    recrops = boxes_lib.recrop_boxes(face_boxes.numpy(), head_crops, 2.0)
+
+    expected = recrop_cascade.face_recrop_boxes(face_boxes, images).numpy()
+    np.testing.assert_allclose(recrops, expected, atol=1e-5)
+
+
+def test_recrop_boxes_tolerate_skipped_rows():
+    recrops = boxes_lib.recrop_boxes(np.zeros([2, 4], np.float32), np.zeros([2, 4], np.float32), 2.0)
+
+    assert np.all(np.isfinite(recrops))
 
 
 def test_cascade_matches_its_stages(cascade):
@@ -381,7 +438,10 @@ def convert_to_tflite(cascade, height, width):
     return converter.convert()
 
 
-def test_cascade_converts_to_tflite_builtins(cascade):
+@pytest.mark.parametrize("passes", [1, 2])
+def test_cascade_converts_to_tflite_builtins(cascade, recrop_cascade, passes):
+    # Two passes: LNet_s runs a second time on a crop about its first box.
+    cascade = recrop_cascade if passes == 2 else cascade
     images = random_images(1, 128, 128, 0.0, 255.0, seed=6)
 
     model_content = convert_to_tflite(cascade, 128, 128)

@@ -92,6 +92,20 @@ def predict_face_boxes(
     return outputs
 
 
+def recrop_boxes(face_boxes: np.ndarray, head_crop_boxes: np.ndarray, factor: float) -> np.ndarray:
+    """Return the square crops [N, 4] about LNet_s's first boxes for its second pass.
+
+    They are `Cascade.face_recrop_boxes`. The image's aspect ratio is read from
+    the head crops, which `square_context_box` made square in pixels with the
+    aspect of the image's letterbox window, as the cascade's crops are.
+    """
+    heights = head_crop_boxes[:, 2] - head_crop_boxes[:, 0]
+    widths = head_crop_boxes[:, 3] - head_crop_boxes[:, 1]
+    # Rows of skipped images have empty crops; any aspect serves them.
+    aspects = np.where(heights > 0, widths / np.where(heights > 0, heights, 1.0), 1.0)
+    return localization.square_context_box(face_boxes, factor, aspects).numpy()
+
+
 def _empty(size: int) -> dict:
     return {
         "boxes": np.zeros([size, 4], np.float32),

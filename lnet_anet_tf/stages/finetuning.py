@@ -191,10 +191,15 @@ def face_boxes(context: RunContext) -> dict:
     def compute():
         head = head_boxes(context)
         lnet_s = load_finetuned(context, "lnet_s")
-        return boxes_lib.predict_face_boxes(
-            lnet_s, context.inputs(), head_crop_boxes(context, head), head["valid"],
-            context.config.localization,
-        )
+        config = context.config.localization
+        crops = head_crop_boxes(context, head)
+        faces = boxes_lib.predict_face_boxes(lnet_s, context.inputs(), crops, head["valid"], config)
+        if config.lnet_s_recrop_context is None:
+            return faces
+
+        # The cascade's second LNet_s pass, on crops about the first boxes.
+        recrops = boxes_lib.recrop_boxes(faces["boxes"], crops, config.lnet_s_recrop_context)
+        return boxes_lib.predict_face_boxes(lnet_s, context.inputs(), recrops, faces["valid"], config)
 
     return boxes_lib.cached(path, compute)
 
