@@ -1,8 +1,10 @@
 """The LNet + ANet cascade as one `tf.Module`: raw image in, face box and 40 attributes out.
 
     image -> normalize -> letterbox -> LNet_o -> head box -> enlarge, crop ->
-    LNet_s -> face box -> enlarge -> patches -> ANet features -> linear SVMs ->
-    average over patches -> Platt sigmoid
+    LNet_s -> face box [-> enlarge, crop -> LNet_s -> face box] -> enlarge ->
+    patches -> ANet features -> linear SVMs -> average over patches -> Platt sigmoid
+
+The bracketed second LNet_s pass runs when `lnet_s_recrop_context` is set.
 
 Every op in the graph is a TFLite builtin, so the module converts with
 `TFLITE_BUILTINS` alone. The stages are public methods too, so training computes

@@ -33,6 +33,7 @@ from absl import logging
 
 from lnet_anet_tf import config as config_lib
 from lnet_anet_tf import stages as stages_lib
+from lnet_anet_tf.data import synthetic
 from lnet_anet_tf.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
@@ -69,7 +70,7 @@ flags.DEFINE_enum(
     "it, or skip it and count it.",
 )
 flags.DEFINE_string(
-    "cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "lnet_anet_tf"),
+    "cache_dir", synthetic.DEFAULT_CACHE_DIR,
     "Where the synthetic dataset is generated once and reused.",
 )
 flags.DEFINE_string(
@@ -165,8 +166,6 @@ def load_data(config: config_lib.Config) -> tuple:
                 "subfolders or tfds:imagenet2012. Or leave pretrain_lnet out of --stages."
             )
     else:
-        from lnet_anet_tf.data import synthetic
-
         data_dir, objects_dir = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
         kind = "synthetic"
         object_source = FLAGS.object_data or objects_dir

@@ -43,6 +43,7 @@ from absl import logging  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks import markdown  # noqa: E402
 from lnet_anet_tf import config as config_lib  # noqa: E402
+from lnet_anet_tf.data import synthetic  # noqa: E402
 
 GROUPS = ("training", "step_options", "locally_connected", "inference", "alternative", "scale")
 
@@ -64,7 +65,7 @@ flags.DEFINE_list(
 flags.DEFINE_bool("quick", False, "Tiny models, data and repeat counts, for the smoke test.")
 flags.DEFINE_list("groups", list(GROUPS), f"Groups to run, from {', '.join(GROUPS)}.")
 flags.DEFINE_string(
-    "cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "lnet_anet_tf"),
+    "cache_dir", synthetic.DEFAULT_CACHE_DIR,
     "Where the synthetic datasets are generated once and reused (as in lnet_anet_tf.train).",
 )
 flags.DEFINE_string(

@@ -1,7 +1,7 @@
 """Measure LNet_s's recall when it runs a second time, on a crop about its own box.
 
-The cascade runs LNet_s once, on a square crop about LNet_o's head box. When that
-box is too small or too large, the face fills too much or too little of the crop,
+The cascade's first LNet_s pass reads a square crop about LNet_o's head box. When
+that box is too small or too large, the face fills too much or too little of the crop,
 and LNet_s misses it (`scripts/localization_bands.py`). This script tries a second
 pass: a square crop about LNet_s's first box, `factor` times the box's side
 (`localization.square_context_box`), and LNet_s again on that crop.
@@ -14,13 +14,16 @@ but they are compared on the test labels, so choosing one of them for training
 or prediction would tune a parameter on the test split.
 
 The script reads the test images' annotated face boxes, so it is an evaluation
-tool. It changes nothing in the cascade.
+tool. It measures the first pass alone even when the run sets
+`lnet_s_recrop_context`, and it changes nothing in the run.
 
     python scripts/lnet_s_second_pass.py --model_dir=runs/demo
     python scripts/lnet_s_second_pass.py --model_dir=runs/celeba --data_dir=/data/celeba
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -99,14 +102,12 @@ def result_row(label: str, factor: str, ious: np.ndarray) -> str:
 def main(argv):
     del argv
     config = trained.load_config(FLAGS.model_dir)
-    data_dir = FLAGS.data_dir
-    if data_dir is None:
-        from lnet_anet_tf.data import synthetic
-
-        data_dir, _ = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
-    from lnet_anet_tf.data import celeba
-
-    table = celeba.load_celeba(data_dir)
+    data_dir, table = localization_bands.load_dataset(config, FLAGS.data_dir, FLAGS.cache_dir)
+    # The first pass is the cascade's single pass, whatever the run configured.
+    config = dataclasses.replace(
+        config,
+        localization=dataclasses.replace(config.localization, lnet_s_recrop_context=None),
+    )
     test = table.partition("test")
     if test.boxes is None:
         raise app.UsageError(f"{data_dir} has no face boxes to compare with.")
@@ -125,7 +126,7 @@ def main(argv):
     rows = [
         "| LNet_s passes | crop factor | recall at IoU >= 0.5 (%) | mean IoU |",
         "| --- | --- | --- | --- |",
-        result_row("1 (the cascade)", "", localization.iou(face_boxes, truth).numpy()),
+        result_row("1", "", localization.iou(face_boxes, truth).numpy()),
     ]
     boxes = second_pass(cascade, test_paths, face_boxes, sizes, factor)
     rows.append(result_row(

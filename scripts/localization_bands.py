@@ -80,17 +80,24 @@ def band_table(ratios: np.ndarray, ious: np.ndarray, edges: list) -> str:
     return "\n".join(lines)
 
 
-def main(argv):
-    del argv
-    config = trained.load_config(FLAGS.model_dir)
-    data_dir = FLAGS.data_dir
+def load_dataset(config, data_dir: str | None, cache_dir: str | None):
+    """Return (data_dir, CelebA table) of `data_dir`, or of the run's synthetic dataset."""
     if data_dir is None:
         from lnet_anet_tf.data import synthetic
 
-        data_dir, _ = synthetic.ensure_default_dataset(FLAGS.cache_dir, config.synthetic)
+        data_dir, _ = synthetic.ensure_default_dataset(
+            cache_dir or synthetic.DEFAULT_CACHE_DIR, config.synthetic
+        )
     from lnet_anet_tf.data import celeba
 
-    test = celeba.load_celeba(data_dir).partition("test")
+    return data_dir, celeba.load_celeba(data_dir)
+
+
+def main(argv):
+    del argv
+    config = trained.load_config(FLAGS.model_dir)
+    data_dir, table = load_dataset(config, FLAGS.data_dir, FLAGS.cache_dir)
+    test = table.partition("test")
     if test.boxes is None:
         raise app.UsageError(f"{data_dir} has no face boxes to compare with.")
     paths = test.require("wild_paths", "Breaking localization down")

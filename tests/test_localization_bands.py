@@ -55,3 +55,22 @@ def test_crop_boxes_use_given_factor():
 
     np.testing.assert_allclose(localization_bands.side(crops), 2.5 * localization_bands.side(boxes), rtol=1e-5)
     np.testing.assert_allclose(crops[:, :2] + crops[:, 2:], boxes[:, :2] + boxes[:, 2:], atol=1e-6)
+
+
+def test_load_dataset_defaults_to_job_cache(monkeypatch):
+    from lnet_anet_tf.config import get_config
+    from lnet_anet_tf.data import celeba
+    from lnet_anet_tf.data import synthetic
+
+    requested = []
+    monkeypatch.setattr(
+        synthetic, "ensure_default_dataset",
+        lambda cache_dir, config: requested.append(cache_dir) or ("/data/celeba", "/data/objects"),
+    )
+    monkeypatch.setattr(celeba, "load_celeba", lambda data_dir: f"table of {data_dir}")
+
+    data_dir, table = localization_bands.load_dataset(get_config("demo"), None, None)
+
+    assert requested == [synthetic.DEFAULT_CACHE_DIR]
+    assert data_dir == "/data/celeba"
+    assert table == "table of /data/celeba"

@@ -39,7 +39,7 @@ Command line (see `__main__.py`):
         --images_per_identity 12 --seed 0 --preview preview.png
 """
 
-from lnet_anet_tf.data.synthetic.cache import ensure_default_dataset
+from lnet_anet_tf.data.synthetic.cache import DEFAULT_CACHE_DIR, ensure_default_dataset
 from lnet_anet_tf.data.synthetic.objects import CLASS_NAMES, generate_object_classes
 from lnet_anet_tf.data.synthetic.render import ALIGNED_SIZE, Example, render_example
 from lnet_anet_tf.data.synthetic.traits import sample_labels
@@ -49,6 +49,7 @@ __all__ = [
     "ALIGNED_SIZE",
     "CLASS_NAMES",
     "Example",
+    "DEFAULT_CACHE_DIR",
     "ensure_default_dataset",
     "generate_celeba",
     "generate_object_classes",

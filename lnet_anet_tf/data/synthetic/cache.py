@@ -19,6 +19,8 @@ from lnet_anet_tf.data.synthetic import objects, writer
 # writes, so that caches made by older code are not reused.
 GENERATOR_VERSION = 1
 MARKER_FILE = "COMPLETE.json"
+# The training job's cache folder for the synthetic datasets when --cache_dir is not given.
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "lnet_anet_tf")
 OBJECT_IMAGE_SIZE = 128
 
 
