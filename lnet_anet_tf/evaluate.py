@@ -55,7 +55,7 @@ def predict_files(cascade: Cascade, paths, log_every: int = 200) -> dict:
     keys = ("face_box", "head_box", "localization_score", "attribute_probabilities")
     outputs = {key: [] for key in keys}
     for index, path in enumerate(paths):
-        result = serve(_pixel_batch(path))
+        result = serve(pixel_batch(path))
         for key in keys:
             outputs[key].append(result[key].numpy()[0])
         if log_every and (index + 1) % log_every == 0:
@@ -90,11 +90,11 @@ def predict_attributes_at_boxes(cascade: Cascade, paths, face_boxes) -> np.ndarr
     probabilities = []
     for index, path in enumerate(paths):
         boxes = face_boxes[index : index + 1]
-        probabilities.append(attributes_at_boxes(_pixel_batch(path), boxes).numpy()[0])
+        probabilities.append(attributes_at_boxes(pixel_batch(path), boxes).numpy()[0])
     return np.stack(probabilities)
 
 
-def _pixel_batch(path) -> tf.Tensor:
+def pixel_batch(path) -> tf.Tensor:
     """Read one image file as a float32 batch [1, H, W, 3] of pixel values in [0, 255]."""
     return tf.cast(image_io.read_image(path), tf.float32)[tf.newaxis]
 

@@ -144,8 +144,8 @@ def build_step(case: dict, implementation: str):
     )
 
     # The step returns the loss as well as the gradients. Without it, TensorFlow
-    # prunes the forward matmul: the layer has no activation, so the gradients of
-    # this loss do not depend on the layer's output, and only the backward pass
+    # prunes the forward matmul, because the layer has no activation and the
+    # gradients of this loss do not depend on its output. Only the backward pass
     # would be timed.
     @tf.function
     def step(x):

@@ -76,15 +76,19 @@ def lnet_s_in_crops(cascade):
     return locate
 
 
-def second_pass(cascade, paths, face_boxes: np.ndarray, sizes: np.ndarray, factor: float) -> np.ndarray:
-    """Return LNet_s's boxes [N, 4] in square crops of `factor` times `face_boxes`."""
-    crops = localization_bands.crop_boxes(cascade, face_boxes, sizes, factor)
+def second_passes(cascade, paths, face_boxes: np.ndarray, sizes: np.ndarray, factors) -> list:
+    """Return LNet_s's boxes [N, 4] in square crops of each factor times `face_boxes`.
+
+    Each image is read once for all factors. The result has one array per factor.
+    """
+    crops = [localization_bands.crop_boxes(cascade, face_boxes, sizes, factor) for factor in factors]
     locate = lnet_s_in_crops(cascade)
-    boxes = []
-    for path, crop in zip(paths, crops):
-        image = tf.cast(image_io.read_image(path), tf.float32)[tf.newaxis]
-        boxes.append(locate(image, crop[np.newaxis]).numpy()[0])
-    return np.stack(boxes)
+    boxes = [[] for _ in factors]
+    for index, path in enumerate(paths):
+        image = evaluate.pixel_batch(path)
+        for factor_boxes, factor_crops in zip(boxes, crops):
+            factor_boxes.append(locate(image, factor_crops[index : index + 1]).numpy()[0])
+    return [np.stack(factor_boxes) for factor_boxes in boxes]
 
 
 def first_pass(cascade, paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,14 +132,13 @@ def main(argv):
         "| --- | --- | --- | --- |",
         result_row("1", "", localization.iou(face_boxes, truth).numpy()),
     ]
-    boxes = second_pass(cascade, test_paths, face_boxes, sizes, factor)
-    rows.append(result_row(
-        f"2, calibrated on {len(train_paths)} training images", f"{factor:.3f}",
-        localization.iou(boxes, truth).numpy(),
-    ))
-    for other in FLAGS.factors:
-        boxes = second_pass(cascade, test_paths, face_boxes, sizes, float(other))
-        rows.append(result_row("2, for comparison", other, localization.iou(boxes, truth).numpy()))
+    labels = [(f"2, calibrated on {len(train_paths)} training images", f"{factor:.3f}")]
+    labels += [("2, for comparison", other) for other in FLAGS.factors]
+    factors = [factor] + [float(other) for other in FLAGS.factors]
+    for (label, shown), boxes in zip(
+        labels, second_passes(cascade, test_paths, face_boxes, sizes, factors)
+    ):
+        rows.append(result_row(label, shown, localization.iou(boxes, truth).numpy()))
     print(f"{len(test_paths)} test images of {data_dir}.\n")
     print("\n".join(rows))
 

@@ -30,8 +30,8 @@ CASE = {
 @pytest.mark.parametrize("implementation", ["ours", "ours_unshared", "tf_keras_1", "matmul_only"])
 def test_step_returns_the_forward_loss(implementation):
     # The loss is linear in the input and the biases start at zero, so it equals
-    # the sum of input * input gradient. A step that only ran the backward pass,
-    # which TensorFlow prunes the forward matmul down to, has no loss to return.
+    # the sum of input * input gradient. A step pruned to its backward pass has
+    # no loss to return.
     step, inputs = bench_locally_connected.build_step(CASE, implementation)
 
     loss, gradients = step(inputs)

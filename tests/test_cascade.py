@@ -203,8 +203,8 @@ def test_cascade_face_box_lies_in_head_crop(cascade, config):
 
 
 def test_face_in_crops_lies_in_given_crop(cascade):
-    # Crops inside the image, unlike the head crops, so the face box cannot be
-    # clipped to the image instead of to the crop.
+    # The crops lie inside the image, so clipping the box to the image cannot
+    # hide a box that leaves the crop.
     images = preprocessing.normalize(random_images(2, 100, 80, 0.0, 255.0, seed=5))
     crop_boxes = tf.constant([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.9]])
 

@@ -49,10 +49,14 @@ def test_second_pass_crops_about_first_box(tmp_path):
     boxes = np.array([[0.2, 0.3, 0.5, 0.6], [0.1, 0.1, 0.3, 0.4]], np.float32)
     cascade = _RecordingCascade()
 
-    result = lnet_s_second_pass.second_pass(cascade, paths, boxes, sizes, factor=2.0)
+    results = lnet_s_second_pass.second_passes(cascade, paths, boxes, sizes, [2.0, 3.0])
 
-    assert result.shape == (2, 4)
-    for box, (height, width), crop in zip(boxes, sizes, result):
-        _, window = preprocessing.letterbox(tf.zeros([1, height, width, 3]), 96)
-        expected = localization.square_context_box(box, 2.0, preprocessing.window_aspect(window))
-        np.testing.assert_allclose(crop, expected, atol=1e-6)
+    assert len(results) == 2
+    for factor, result in zip([2.0, 3.0], results):
+        assert result.shape == (2, 4)
+        for box, (height, width), crop in zip(boxes, sizes, result):
+            _, window = preprocessing.letterbox(tf.zeros([1, height, width, 3]), 96)
+            expected = localization.square_context_box(
+                box, factor, preprocessing.window_aspect(window)
+            )
+            np.testing.assert_allclose(crop, expected, atol=1e-6)
