@@ -55,7 +55,8 @@ flags.DEFINE_list("stages", list(stages_lib.STAGE_NAMES), "Stages to run, comma-
 flags.DEFINE_multi_string(
     "config_override", [],
     "Change one config field, as dotted.path=python_literal, e.g. "
-    "stages.finetune_anet.epochs=2. Repeat the flag for several fields.",
+    "stages.finetune_anet.epochs=2. Repeat the flag for several fields. The seed is "
+    "set with --seed.",
 )
 flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGY_NAMES), "tf.distribute strategy.")
 flags.DEFINE_bool("mixed_precision", False, "Train with the mixed_float16 Keras policy.")
@@ -110,6 +111,14 @@ RUN_INFO_FILENAME = "run_info.json"
 
 
 def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config:
+    # --seed also seeds TensorFlow's ops, so it alone sets the config's seed. An
+    # override of it would be replaced below without a word.
+    for assignment in overrides:
+        if assignment.partition("=")[0].strip() == "seed":
+            raise app.UsageError(
+                f"--config_override={assignment} would be ignored: set the seed with "
+                "--seed, which also seeds TensorFlow's ops."
+            )
     config = config_lib.get_config(preset)
     for assignment in overrides:
         config = config_lib.override(config, assignment)

@@ -135,3 +135,14 @@ def test_unknown_stage_rejected(tmp_path):
 
     assert result.returncode != 0
     assert "Unknown stage(s) pretrain_everything" in result.stderr
+
+
+def test_seed_override_rejected(tmp_path):
+    model_dir = tmp_path / "run"
+    command = train_command(model_dir, tmp_path / "cache", "--config_override=seed=1", "--stages=evaluate")
+
+    result = run(command, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "--config_override=seed=1 would be ignored: set the seed with --seed" in result.stderr
+    assert not model_dir.exists()
