@@ -270,7 +270,7 @@ def quantization_aware_cascade(
     faces = export_data.face_crops(cascade, paths, tflite_export.face_side(cascade))
     svm = trained.load_svm(model_dir)
     anet = quantize.quantization_aware_anet(
-        cascade.anet, svm, faces["crops"], rows.attributes, epochs=qat_epochs, seed=seed
+        cascade.anet, svm, faces["crops"], epochs=qat_epochs, seed=seed
     )
     return Cascade(
         cascade.lnet_o,

@@ -21,6 +21,7 @@ from lnet_anet_tf import attributes
 from lnet_anet_tf import config as config_lib
 from lnet_anet_tf import export
 from lnet_anet_tf import localization
+from lnet_anet_tf import patches
 from lnet_anet_tf import preprocessing
 from lnet_anet_tf import quantize
 from lnet_anet_tf import tflite_export
@@ -397,11 +398,10 @@ def test_quantization_aware_anet_trains(cascade, model_dir):
     rng = np.random.default_rng(6)
     side = tflite_export.face_side(cascade)
     faces = rng.integers(0, 256, (6, side, side, 3)).astype(np.uint8)
-    labels = rng.integers(0, 2, (6, attributes.NUM_ATTRIBUTES)).astype(np.float32)
     before = quantize.twin_model(cascade.anet).get_layer("fc5").get_weights()[0]
 
     qat_model = quantize.quantization_aware_anet(
-        cascade.anet, trained.load_svm(model_dir), faces, labels,
+        cascade.anet, trained.load_svm(model_dir), faces,
         epochs=1, batch_size=8, learning_rate=1e-3,
     )
 
@@ -414,9 +414,43 @@ def test_quantization_aware_anet_trains(cascade, model_dir):
 def test_quantization_aware_anet_rejects_empty_data(cascade, model_dir):
     with pytest.raises(ValueError, match="needs training faces"):
         quantize.quantization_aware_anet(
-            cascade.anet, trained.load_svm(model_dir),
-            np.zeros((0, 96, 96, 3), np.uint8), np.zeros((0, 40)),
+            cascade.anet, trained.load_svm(model_dir), np.zeros((0, 96, 96, 3), np.uint8)
         )
+
+
+def test_qat_targets_are_float_cascade_probabilities(cascade, model_dir):
+    rng = np.random.default_rng(7)
+    side = tflite_export.face_side(cascade)
+    faces = rng.integers(0, 256, (5, side, side, 3)).astype(np.uint8)
+    twin = quantize.twin_model(cascade.anet)
+
+    targets = quantize.float_patch_probabilities(twin, trained.load_svm(model_dir), faces, batch_size=2)
+
+    assert targets.shape == (5, patches.NUM_PATCHES, attributes.NUM_ATTRIBUTES)
+    # The cascade applies Platt scaling to the patches' mean SVM score, which is
+    # the mean of the patches' Platt logits, because Platt scaling is affine.
+    logits = np.log(targets) - np.log1p(-targets)
+    averaged = 1.0 / (1.0 + np.exp(-logits.mean(axis=1)))
+    normalized = faces.astype(np.float32) / 127.5 - 1.0
+    expected = cascade.attribute_scores_from_faces(normalized)["attribute_probabilities"].numpy()
+    np.testing.assert_allclose(averaged, expected, atol=1e-4)
+
+
+def test_patch_dataset_takes_per_patch_targets():
+    rng = np.random.default_rng(8)
+    faces = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+    targets = rng.uniform(size=(3, patches.NUM_PATCHES, 2)).astype(np.float32)
+
+    batches = list(quantize.patch_dataset(faces, targets, 8, batch_size=100, seed=0))
+
+    assert len(batches) == 1
+    images, batch_targets = batches[0]
+    assert images.shape == (3 * patches.NUM_PATCHES, 8, 8, 3)
+    # Faces come shuffled, but each face's patches stay together and in order.
+    rows = batch_targets["logits"].numpy().reshape(3, patches.NUM_PATCHES, 2)
+    order = [int(np.argmin(np.abs(targets[:, 0, 0] - row[0, 0]))) for row in rows]
+    assert sorted(order) == [0, 1, 2]
+    np.testing.assert_allclose(rows, targets[order])
 
 
 # Parity on a trained run: trains a small synthetic run, export stage included,
