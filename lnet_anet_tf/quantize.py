@@ -35,6 +35,7 @@ from absl import logging
 
 from lnet_anet_tf import layers as layers_lib
 from lnet_anet_tf import patches
+from lnet_anet_tf import preprocessing
 from lnet_anet_tf.models import normalization
 
 _quantizers = tfmot.quantization.keras.quantizers
@@ -335,7 +336,7 @@ def patch_dataset(
     crops = tf.data.Dataset.from_tensor_slices((np.asarray(face_crops), labels))
 
     def to_patches(crop, label):
-        normalized = (tf.cast(crop, tf.float32) / 127.5 - 1.0)[tf.newaxis]
+        normalized = preprocessing.normalize(crop)[tf.newaxis]
         patch_images = patches.extract_patches(normalized, patch_side)
         if not per_patch:
             label = tf.repeat(label[tf.newaxis], patches.NUM_PATCHES, axis=0)
@@ -463,7 +464,7 @@ def float_patch_probabilities(
     patch_side = int(twin.inputs[0].shape[1])
     outputs = []
     for start in range(0, len(face_crops), batch_size):
-        crops = tf.cast(face_crops[start : start + batch_size], tf.float32) / 127.5 - 1.0
+        crops = preprocessing.normalize(face_crops[start : start + batch_size])
         patch_images = patches.extract_patches(crops, patch_side)
         outputs.append(tf.sigmoid(teacher(patch_images, training=False)).numpy())
     return np.concatenate(outputs).reshape(len(face_crops), patches.NUM_PATCHES, -1)
