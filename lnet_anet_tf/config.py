@@ -241,7 +241,14 @@ def to_dict(config: Config) -> dict:
 
 
 def from_dict(data: dict) -> Config:
-    """Rebuild a Config from `to_dict`'s output (for example a saved config.json)."""
+    """Rebuild a Config from `to_dict`'s output (for example a saved config.json).
+
+    Raises ValueError naming the setting when `data` has a setting that Config
+    does not define or is missing one that Config requires. A config.json
+    written by another version of the package can do either.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"The config is a {type(data).__name__}, not a JSON object.")
     data = dict(data)
     nested = {
         "lnet_o": LNetConfig,
@@ -252,9 +259,34 @@ def from_dict(data: dict) -> Config:
         "synthetic": SyntheticConfig,
     }
     for key, cls in nested.items():
-        data[key] = cls(**_tuples(data[key]))
-    data["stages"] = {name: StageConfig(**stage) for name, stage in data["stages"].items()}
-    return Config(**data)
+        data[key] = _build(cls, _tuples(_require_section(data, key)), key)
+    data["stages"] = {
+        name: _build(StageConfig, stage, f"stages.{name}")
+        for name, stage in _require_section(data, "stages").items()
+    }
+    return _build(Config, data, "")
+
+
+def _require_section(data: dict, key: str) -> dict:
+    if not isinstance(data.get(key), dict):
+        raise ValueError(f"The config is missing the section {key!r}.")
+    return data[key]
+
+
+def _build(cls, fields: dict, where: str):
+    """Return cls(**fields), naming the first unknown or missing setting instead of a TypeError."""
+    known = {field.name: field for field in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
+    for name in fields:
+        if name not in known:
+            raise ValueError(f"Unknown config setting {prefix}{name}.")
+    for name, field in known.items():
+        has_default = not (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        if name not in fields and not has_default:
+            raise ValueError(f"The config is missing the setting {prefix}{name}.")
+    return cls(**fields)
 
 
 def _tuples(fields: dict) -> dict:

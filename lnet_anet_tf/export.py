@@ -51,7 +51,6 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_DIR = "tflite"
 MANIFEST_FILENAME = "manifest.json"
 ATTRIBUTE_NAMES_FILENAME = "attribute_names.txt"
-RUN_INFO_FILENAME = "run_info.json"
 DEFAULT_CALIBRATION_IMAGES = 200
 DEFAULT_QAT_IMAGES = 2000
 DEFAULT_QAT_EPOCHS = 2
@@ -132,14 +131,13 @@ def load_table(model_dir: str, data_dir: Optional[str] = None) -> CelebATable:
     from lnet_anet_tf.data import celeba
 
     if data_dir is None:
-        run_info_path = os.path.join(model_dir, RUN_INFO_FILENAME)
-        if not os.path.exists(run_info_path):
+        data_dir = trained.recorded_data_dir(model_dir)
+        if data_dir is None:
             raise FileNotFoundError(
-                f"{run_info_path} not found, so the training data is unknown. Pass "
+                f"{os.path.join(model_dir, trained.RUN_INFO_FILENAME)} not found or "
+                "without a data_dir, so the training data is unknown. Pass "
                 "--data_dir, or leave the int8 and qat_int8 variants out of --variants."
             )
-        with open(run_info_path, encoding="utf-8") as file:
-            data_dir = json.load(file)["data_dir"]
     logging.info("Reading the dataset in %s for calibration and QAT.", data_dir)
     return celeba.load_celeba(data_dir)
 

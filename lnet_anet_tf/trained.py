@@ -14,6 +14,8 @@ from lnet_anet_tf.models import build_anet, build_lnet
 from lnet_anet_tf.training import checkpointing
 
 CONFIG_FILENAME = "config.json"
+# The training job writes the data_dir it read and the kind of dataset to this file.
+RUN_INFO_FILENAME = "run_info.json"
 SVM_FILENAME = "svm.npz"
 SVM_STAGE = "fit_svm"
 
@@ -26,8 +28,27 @@ def load_config(model_dir: str) -> config_lib.Config:
             f"{path} not found: {model_dir} is not a training run's model directory. "
             "Pass the --model_dir that `python -m lnet_anet_tf.train` wrote."
         )
+    try:
+        with open(path, encoding="utf-8") as file:
+            return config_lib.from_dict(json.load(file))
+    except ValueError as error:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(
+            f"{path}: {error} Another version of lnet_anet_tf may have written it; "
+            "use that version, or train again with a new --model_dir."
+        ) from error
+
+
+def recorded_data_dir(model_dir: str) -> str | None:
+    """Return the data_dir that the training job recorded in `<model_dir>/run_info.json`.
+
+    Returns None when the model directory has no such file or the file names no
+    data_dir.
+    """
+    path = os.path.join(model_dir, RUN_INFO_FILENAME)
+    if not os.path.exists(path):
+        return None
     with open(path, encoding="utf-8") as file:
-        return config_lib.from_dict(json.load(file))
+        return json.load(file).get("data_dir")
 
 
 def stage_weights(model_dir: str, stage_name: str) -> str:

@@ -43,8 +43,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Define the command-line flags (only when the script runs, as in localization_bands.py)."""
     flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
-    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
-    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the one in <model_dir>/run_info.json.")
+    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache, read instead of run_info.json's data_dir.")
     flags.DEFINE_integer(
         "calibration_images", 300, "Training images, evenly spaced, that calibrate the factor."
     )
@@ -106,7 +106,9 @@ def result_row(label: str, factor: str, ious: np.ndarray) -> str:
 def main(argv):
     del argv
     config = trained.load_config(FLAGS.model_dir)
-    data_dir, table = localization_bands.load_dataset(config, FLAGS.data_dir, FLAGS.cache_dir)
+    data_dir, table = localization_bands.load_dataset(
+        FLAGS.model_dir, config, FLAGS.data_dir, FLAGS.cache_dir
+    )
     # The first pass is the cascade's single pass, whatever the run configured.
     config = dataclasses.replace(
         config,

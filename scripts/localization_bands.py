@@ -17,6 +17,8 @@ localization fails, never to choose a training parameter.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 from absl import app
@@ -38,8 +40,8 @@ def define_flags() -> None:
     beside other scripts that define flags of the same names.
     """
     flags.DEFINE_string("model_dir", None, "A finished training run's model directory.", required=True)
-    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the run's synthetic dataset.")
-    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+    flags.DEFINE_string("data_dir", None, "CelebA folder; default: the one in <model_dir>/run_info.json.")
+    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache, read instead of run_info.json's data_dir.")
     flags.DEFINE_list(
         "band_edges", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "1.0"],
         "Inner edges of the face-to-crop side bands.",
@@ -80,8 +82,19 @@ def band_table(ratios: np.ndarray, ious: np.ndarray, edges: list) -> str:
     return "\n".join(lines)
 
 
-def load_dataset(config, data_dir: str | None, cache_dir: str | None):
-    """Return (data_dir, CelebA table) of `data_dir`, or of the run's synthetic dataset."""
+def load_dataset(model_dir: str, config, data_dir: str | None, cache_dir: str | None):
+    """Return (data_dir, CelebA table) of the dataset that the run in `model_dir` used.
+
+    `data_dir` wins, then the synthetic dataset in `cache_dir`. Without either,
+    the data_dir that the training job recorded in `<model_dir>/run_info.json` is
+    read, so a run trained with its own --cache_dir is measured on its own images.
+    A model directory without that file, or whose folder is gone, falls back to
+    the synthetic dataset in the job's default cache.
+    """
+    if data_dir is None and cache_dir is None:
+        recorded = trained.recorded_data_dir(model_dir)
+        if recorded and os.path.isdir(recorded):
+            data_dir = recorded
     if data_dir is None:
         from lnet_anet_tf.data import synthetic
 
@@ -96,7 +109,7 @@ def load_dataset(config, data_dir: str | None, cache_dir: str | None):
 def main(argv):
     del argv
     config = trained.load_config(FLAGS.model_dir)
-    data_dir, table = load_dataset(config, FLAGS.data_dir, FLAGS.cache_dir)
+    data_dir, table = load_dataset(FLAGS.model_dir, config, FLAGS.data_dir, FLAGS.cache_dir)
     test = table.partition("test")
     if test.boxes is None:
         raise app.UsageError(f"{data_dir} has no face boxes to compare with.")

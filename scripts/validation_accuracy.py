@@ -32,14 +32,14 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "model_dirs", None, "Finished training runs' model directories, comma-separated.", required=True
     )
-    flags.DEFINE_string("data_dir", None, "CelebA folder; default: each run's synthetic dataset.")
-    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache; default: the training job's.")
+    flags.DEFINE_string("data_dir", None, "CelebA folder; default: each run's, from its run_info.json.")
+    flags.DEFINE_string("cache_dir", None, "Synthetic dataset cache, read instead of run_info.json's data_dir.")
 
 
 def validation_metrics(model_dir: str, data_dir: str | None, cache_dir: str | None) -> dict:
     """Return `metrics.attribute_metrics` of the run's cascade on the validation images."""
     config = trained.load_config(model_dir)
-    data_dir, table = localization_bands.load_dataset(config, data_dir, cache_dir)
+    data_dir, table = localization_bands.load_dataset(model_dir, config, data_dir, cache_dir)
     validation = table.partition("validation")
     if len(validation) == 0:
         raise app.UsageError(f"{data_dir} has no validation images to compare runs on.")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lnet_anet_tf import config as config_lib
+from lnet_anet_tf import trained
 
 
 @pytest.mark.parametrize("preset", sorted(config_lib.PRESETS))
@@ -47,3 +48,53 @@ def test_override_errors(assignment, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="Unknown preset 'huge'"):
         config_lib.get_config("huge")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["stages"]["finetune_anet"].update(extra=1), "Unknown config setting stages.finetune_anet.extra"),
+        (lambda d: d["anet"].update(extra=1), "Unknown config setting anet.extra"),
+        (lambda d: d.update(extra=1), "Unknown config setting extra"),
+        (lambda d: d["stages"]["finetune_anet"].pop("epochs"), "is missing the setting stages.finetune_anet.epochs"),
+        (lambda d: d.pop("localization"), "is missing the section 'localization'"),
+    ],
+)
+def test_from_dict_names_the_setting(edit, message):
+    data = config_lib.to_dict(config_lib.get_config("demo"))
+    edit(data)
+
+    with pytest.raises(ValueError, match=message):
+        config_lib.from_dict(data)
+
+
+def test_from_dict_keeps_defaults_for_missing_optional_settings():
+    data = config_lib.to_dict(config_lib.get_config("demo"))
+    del data["localization"]["min_box_side"]
+
+    restored = config_lib.from_dict(data)
+
+    assert restored.localization.min_box_side == config_lib.LocalizationConfig().min_box_side
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"seed": 0,', "Expecting"),
+        ("[1, 2]", "The config is a list"),
+        (None, "Unknown config setting svm.extra"),
+    ],
+)
+def test_load_config_names_the_file(tmp_path, text, message):
+    path = tmp_path / trained.CONFIG_FILENAME
+    if text is None:
+        data = config_lib.to_dict(config_lib.get_config("demo"))
+        data["svm"]["extra"] = 1
+        text = json.dumps(data)
+    path.write_text(text)
+
+    with pytest.raises(ValueError, match=message) as raised:
+        trained.load_config(str(tmp_path))
+
+    assert str(path) in str(raised.value)
+    assert "new --model_dir" in str(raised.value)

@@ -1,5 +1,6 @@
 """Tests of scripts/localization_bands.py: bands of face-to-crop size."""
 
+import json
 import os
 import sys
 import types
@@ -57,7 +58,7 @@ def test_crop_boxes_use_given_factor():
     np.testing.assert_allclose(crops[:, :2] + crops[:, 2:], boxes[:, :2] + boxes[:, 2:], atol=1e-6)
 
 
-def test_load_dataset_defaults_to_job_cache(monkeypatch):
+def test_load_dataset_defaults_to_job_cache(monkeypatch, tmp_path):
     from lnet_anet_tf.config import get_config
     from lnet_anet_tf.data import celeba
     from lnet_anet_tf.data import synthetic
@@ -69,8 +70,36 @@ def test_load_dataset_defaults_to_job_cache(monkeypatch):
     )
     monkeypatch.setattr(celeba, "load_celeba", lambda data_dir: f"table of {data_dir}")
 
-    data_dir, table = localization_bands.load_dataset(get_config("demo"), None, None)
+    data_dir, table = localization_bands.load_dataset(str(tmp_path), get_config("demo"), None, None)
 
     assert requested == [synthetic.DEFAULT_CACHE_DIR]
     assert data_dir == "/data/celeba"
     assert table == "table of /data/celeba"
+
+
+def test_load_dataset_reads_run_info(monkeypatch, tmp_path):
+    from lnet_anet_tf.config import get_config
+    from lnet_anet_tf.data import celeba
+    from lnet_anet_tf.data import synthetic
+
+    recorded = tmp_path / "recorded_celeba"
+    recorded.mkdir()
+    (tmp_path / "run_info.json").write_text(json.dumps({"data_dir": str(recorded)}))
+    requested = []
+    monkeypatch.setattr(
+        synthetic, "ensure_default_dataset",
+        lambda cache_dir, config: requested.append(cache_dir) or ("/cache/celeba", "/cache/objects"),
+    )
+    monkeypatch.setattr(celeba, "load_celeba", lambda data_dir: f"table of {data_dir}")
+    config = get_config("demo")
+
+    data_dir, _ = localization_bands.load_dataset(str(tmp_path), config, None, None)
+    assert data_dir == str(recorded)
+    assert requested == []
+
+    data_dir, _ = localization_bands.load_dataset(str(tmp_path), config, None, "/my/cache")
+    assert data_dir == "/cache/celeba"
+    assert requested == ["/my/cache"]
+
+    data_dir, _ = localization_bands.load_dataset(str(tmp_path), config, "/given", None)
+    assert data_dir == "/given"
