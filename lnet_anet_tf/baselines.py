@@ -55,6 +55,7 @@ def _summary(attribute_metrics: dict) -> dict:
     return {
         "mean_accuracy": attribute_metrics["mean_accuracy"],
         "mean_balanced_accuracy": attribute_metrics["mean_balanced_accuracy"],
+        "mean_roc_auc": attribute_metrics["mean_roc_auc"],
     }
 
 

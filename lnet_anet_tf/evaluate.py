@@ -1,6 +1,6 @@
 """The `evaluate` stage: the trained cascade on the test partition.
 
-Attribute accuracy and balanced accuracy per attribute and their means, and the
+Attribute accuracy, balanced accuracy and ROC AUC per attribute and their means, and the
 localization recall at IoU >= 0.5 of LNet_o's and LNet_s's boxes against the
 annotated face boxes of `list_bbox_celeba.txt`. This is the only place where box
 labels are read.

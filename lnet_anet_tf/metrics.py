@@ -12,12 +12,15 @@ IOU_BIN_EDGES = np.linspace(0.0, 1.0, 11)
 
 
 def attribute_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict:
-    """Per-attribute accuracy and balanced accuracy, and their means over attributes.
+    """Compute per-attribute accuracy, balanced accuracy and ROC AUC, and their means.
 
     `probabilities` and `labels` are [N, 40]; labels are 0/1. Balanced accuracy is
     the mean of the true positive rate and the true negative rate. When a split
     has no positive (or no negative) example of an attribute, that rate is
-    undefined and balanced accuracy falls back to the rate that is defined.
+    undefined and balanced accuracy falls back to the rate that is defined. The
+    ROC AUC (`roc_auc`) is then undefined: it is None, and the mean leaves it out.
+    The AUC does not depend on the threshold, so it shows whether the scores
+    rank an attribute well even where the threshold never predicts it.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
@@ -34,6 +37,7 @@ def attribute_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: 
     true_positive_rate = _safe_divide((predictions & labels).sum(axis=0), positives)
     true_negative_rate = _safe_divide((~predictions & ~labels).sum(axis=0), negatives)
     balanced = np.nanmean(np.stack([true_positive_rate, true_negative_rate]), axis=0)
+    auc = roc_auc(probabilities, labels)
 
     names = attributes.ATTRIBUTE_NAMES if labels.shape[1] == attributes.NUM_ATTRIBUTES else None
     per_attribute = {}
@@ -43,13 +47,48 @@ def attribute_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: 
             "accuracy": float(accuracy[index]),
             "balanced_accuracy": float(balanced[index]),
             "positive_rate": float(positives[index] / len(labels)),
+            "roc_auc": None if np.isnan(auc[index]) else float(auc[index]),
         }
+    defined = auc[~np.isnan(auc)]
     return {
         "num_examples": int(len(labels)),
         "mean_accuracy": float(accuracy.mean()),
         "mean_balanced_accuracy": float(np.nanmean(balanced)),
+        "mean_roc_auc": float(defined.mean()) if len(defined) else None,
         "per_attribute": per_attribute,
     }
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return the area under the ROC curve of each column of [N, K] scores, NaN where undefined.
+
+    The AUC is the probability that a random positive example scores above a
+    random negative one, with ties counted as one half: the Mann-Whitney U
+    statistic over the number of pairs. A column without positives or without
+    negatives has no pairs, and its AUC is NaN.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    result = np.full(scores.shape[1], np.nan)
+    for column in range(scores.shape[1]):
+        positive = labels[:, column]
+        num_positive, num_negative = positive.sum(), (~positive).sum()
+        if num_positive == 0 or num_negative == 0:
+            continue
+        ranks = _average_ranks(scores[:, column])
+        rank_sum = ranks[positive].sum()
+        result[column] = (rank_sum - num_positive * (num_positive + 1) / 2) / (
+            num_positive * num_negative
+        )
+    return result
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Return 1-based ranks of `values`, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last_rank = np.cumsum(counts)
+    mean_rank = last_rank - (counts - 1) / 2.0
+    return mean_rank[inverse]
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

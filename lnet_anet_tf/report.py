@@ -10,6 +10,11 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{100.0 * value:.2f}"
 
 
+def _fraction(value) -> str:
+    # Results written before ROC AUC was measured lack it.
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def render(document: dict) -> str:
     """Return the report for `evaluate.write_results`' document."""
     is_celeba = document["dataset"] == "celeba"
@@ -40,6 +45,11 @@ def render(document: dict) -> str:
         f"| mean balanced accuracy (%) | {_percent(attribute_results['mean_balanced_accuracy'])} | "
         f"{_percent(majority.get('mean_balanced_accuracy'))} | "
         f"{_percent(pixels.get('mean_balanced_accuracy'))} | |"
+    )
+    lines.append(
+        f"| mean ROC AUC | {_fraction(attribute_results.get('mean_roc_auc'))} | "
+        f"{_fraction(majority.get('mean_roc_auc'))} | "
+        f"{_fraction(pixels.get('mean_roc_auc'))} | |"
     )
     at_boxes = document.get("attributes_at_annotated_boxes")
     if at_boxes:
@@ -80,8 +90,8 @@ def render(document: dict) -> str:
 
 
 def _attribute_table(attribute_results: dict, is_celeba: bool, at_boxes: dict | None) -> list:
-    header = "| attribute | positive rate (%) | accuracy (%) | balanced accuracy (%) |"
-    rule = "| --- | --- | --- | --- |"
+    header = "| attribute | positive rate (%) | accuracy (%) | balanced accuracy (%) | ROC AUC |"
+    rule = "| --- | --- | --- | --- | --- |"
     if at_boxes:
         header += " accuracy on annotated boxes (%) |"
         rule += " --- |"
@@ -93,7 +103,7 @@ def _attribute_table(attribute_results: dict, is_celeba: bool, at_boxes: dict | 
         entry = attribute_results["per_attribute"][name]
         row = (
             f"| {name} | {_percent(entry['positive_rate'])} | {_percent(entry['accuracy'])} "
-            f"| {_percent(entry['balanced_accuracy'])} |"
+            f"| {_percent(entry['balanced_accuracy'])} | {_fraction(entry.get('roc_auc'))} |"
         )
         if at_boxes:
             row += f" {_percent(at_boxes['per_attribute'][name]['accuracy'])} |"

@@ -44,6 +44,52 @@ def test_balanced_accuracy_without_positives():
     assert result["balanced_accuracy"] == pytest.approx(0.75)
 
 
+def test_roc_auc_hand_computed_with_ties():
+    labels = np.array([[1], [1], [0], [0], [0]])
+    scores = np.array([[0.9], [0.4], [0.4], [0.2], [0.8]])
+
+    auc = metrics.roc_auc(scores, labels)
+
+    # The positive 0.9 beats all three negatives. The positive 0.4 ties 0.4,
+    # beats 0.2 and loses to 0.8, so the AUC is (3 + 0.5 + 1) / 6.
+    assert auc[0] == pytest.approx(4.5 / 6)
+
+
+def test_roc_auc_matches_pair_count():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, [60, 4])
+    scores = np.round(rng.random([60, 4]) + 0.3 * labels, 1)  # rounding makes ties
+
+    auc = metrics.roc_auc(scores, labels)
+
+    for column in range(4):
+        positive = scores[labels[:, column] == 1, column][:, None]
+        negative = scores[labels[:, column] == 0, column][None, :]
+        pairs = (positive > negative) + 0.5 * (positive == negative)
+        assert auc[column] == pytest.approx(pairs.mean())
+
+
+def test_roc_auc_undefined_without_both_classes():
+    labels = np.array([[0, 1], [0, 0], [0, 1]])
+    scores = np.array([[0.3, 0.9], [0.1, 0.2], [0.2, 0.1]])
+
+    result = metrics.attribute_metrics(scores, labels)
+
+    assert result["per_attribute"]["0"]["roc_auc"] is None
+    assert result["per_attribute"]["1"]["roc_auc"] == pytest.approx(0.5)
+    assert result["mean_roc_auc"] == pytest.approx(0.5)
+
+
+def test_roc_auc_ignores_threshold():
+    labels = np.array([[1], [0], [1], [0]])
+    scores = np.array([[0.3], [0.1], [0.4], [0.2]])  # every score below 0.5
+
+    result = metrics.attribute_metrics(scores, labels)["per_attribute"]["0"]
+
+    assert result["balanced_accuracy"] == pytest.approx(0.5)
+    assert result["roc_auc"] == pytest.approx(1.0)
+
+
 def test_attribute_metrics_names_and_shape_check():
     labels = np.ones([3, attributes.NUM_ATTRIBUTES])
     result = metrics.attribute_metrics(np.ones_like(labels), labels)
@@ -123,6 +169,10 @@ def test_report_rows_and_labels():
     for name in attributes.ATTRIBUTE_NAMES:
         assert f"| {name} |" in text
     assert "| lnet_s recall at IoU >= 0.5 (%) | 100.00 |" in text
+    # Every label is scored 0.9 when present and 0.1 when absent.
+    assert "| mean ROC AUC | 1.000 | n/a | n/a | |" in text
+    smiling_row = next(line for line in text.splitlines() if line.startswith("| Smiling |"))
+    assert smiling_row.endswith("| 100.00 | 1.000 |")
 
 
 def test_report_scores_on_annotated_boxes():
