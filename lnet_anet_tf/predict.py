@@ -98,6 +98,13 @@ def resolve_model_path(path: str) -> str:
         )
         if versions:
             return os.path.join(path, str(versions[-1]))
+        saved_models = os.path.join(path, "saved_model", "lnet_anet")
+        if os.path.isdir(saved_models) or os.path.isdir(os.path.join(path, "tflite")):
+            raise ValueError(
+                f"--model={path} is an export folder, which contains several models. Pass "
+                f"its SavedModel, --model={saved_models}, or one of its TFLite files, "
+                f"for example --model={os.path.join(path, 'tflite', 'cascade_int8.tflite')}."
+            )
     raise ValueError(
         f"--model={path} is neither a .tflite file, a SavedModel folder (with "
         "saved_model.pb) nor a folder of numbered SavedModel versions. Run "

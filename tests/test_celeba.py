@@ -571,6 +571,8 @@ def test_skip_counts_each_reason(release_dir, annotations, caplog):
     np.testing.assert_array_equal(table.identities, annotations.identities[5:])
     summaries = [r.getMessage() for r in caplog.records if "Skipped 5 of 6 rows" in r.getMessage()]
     assert len(summaries) == 1
+    assert "invalid partition (1 row)" in summaries[0]
+    assert f"The first: {table.problems[0]}" in summaries[0]
 
 
 def test_skip_keeps_first_of_duplicates(release_dir, annotations):
@@ -791,7 +793,8 @@ def test_validate_bad_copy_fails_in_error_mode(release_dir):
         result.stdout
     )
     assert "1 images listed in this file are missing" in result.stdout
-    assert "reading with on_bad_example='error' fails" in result.stdout
+    assert "reading with --on_bad_example=error fails" in result.stdout
+    assert "read with --on_bad_example=skip." in result.stdout
 
 
 def test_validate_bad_copy_passes_in_skip_mode(release_dir):

@@ -734,7 +734,7 @@ def test_raise_invalid_image_errors_cleans_message(tmp_path):
 
     assert str(raised.value) == (
         f"Invalid image file {bad_path}: the file is empty. Either replace or remove "
-        "the file, or pass on_bad_example='skip'."
+        "the file, or pass on_bad_example='skip' (flag --on_bad_example=skip)."
     )
 
 

@@ -190,6 +190,17 @@ def test_resolve_model_path_picks_highest_version(tmp_path):
         predict.resolve_model_path(str(tmp_path / "model.onnx"))
 
 
+def test_export_folder_points_to_its_models(tmp_path):
+    os.makedirs(tmp_path / "saved_model" / "lnet_anet" / "1")
+    os.makedirs(tmp_path / "tflite")
+
+    with pytest.raises(ValueError, match="is an export folder") as raised:
+        predict.resolve_model_path(str(tmp_path))
+
+    assert f"--model={tmp_path / 'saved_model' / 'lnet_anet'}" in str(raised.value)
+    assert str(tmp_path / "tflite" / "cascade_int8.tflite") in str(raised.value)
+
+
 def test_expand_paths_walks_folders_in_order(tmp_path):
     for name in ("b.jpg", "a.png", "sub/c.jpg"):
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)

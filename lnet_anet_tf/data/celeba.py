@@ -78,7 +78,7 @@ _MISSING_IMAGE_EXAMPLES = 5
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _BYTE_ORDER_MARK = b"\xef\xbb\xbf"
-_SKIP_HINT = "Correct the row, or drop it with on_bad_example='skip'."
+_SKIP_HINT = "Correct the row, or drop it with on_bad_example='skip' (flag --on_bad_example=skip)."
 
 
 class CelebAFormatError(ValueError):
@@ -799,7 +799,7 @@ def _drop_duplicate_names(rows: _Rows, problems: _ProblemLog) -> _Rows:
             CelebAFormatError(
                 f"image name {_shorten(name)!r} is listed again; it is first listed on line "
                 f"{first_line}. Remove the repeated row, or drop it with "
-                "on_bad_example='skip'.",
+                "on_bad_example='skip' (flag --on_bad_example=skip).",
                 rows.path,
                 int(rows.line_numbers[row]),
                 name,
@@ -853,7 +853,7 @@ def _report_unmatched(
             CelebAFormatError(
                 f"image {_shorten(name)!r} is listed here but not in {other_path}. Every annotation "
                 "file must list the same images: download the files again, or drop the "
-                "row with on_bad_example='skip'.",
+                "row with on_bad_example='skip' (flag --on_bad_example=skip).",
                 rows.path,
                 int(rows.line_numbers[row]),
                 name,
@@ -898,7 +898,7 @@ def _check_images(
             f"{rows.size} images listed in this file are missing from {image_dir}, for "
             f"example {examples}. Download and extract the missing images, "
             "pass verify_images=False to skip this check, or drop the rows with "
-            "on_bad_example='skip'.",
+            "on_bad_example='skip' (flag --on_bad_example=skip).",
             reference.path,
             int(reference.line_numbers[first]),
             file_names[first],
@@ -969,13 +969,18 @@ def load_celeba(
     table.skipped_rows = dict(problems.skipped_rows)
     table.warnings = list(problems.warnings)
     if problems.skipped_rows:
-        summary = ", ".join(f"{reason}: {count}" for reason, count in problems.skipped_rows.items())
+        summary = ", ".join(
+            f"{reason} ({count} {'row' if count == 1 else 'rows'})"
+            for reason, count in problems.skipped_rows.items()
+        )
+        first_problem = f" The first: {problems.messages[0]}" if problems.messages else ""
         logging.warning(
-            "Skipped %d of %d rows of %s (%s).",
+            "Skipped %d of %d rows of %s: %s.%s",
             sum(problems.skipped_rows.values()),
             reference.listed,
             reference.path,
             summary,
+            first_problem,
         )
     return table
 

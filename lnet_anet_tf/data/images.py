@@ -375,7 +375,8 @@ class _InvalidImageReporter:
                 if statuses.numpy()[0] == _TOO_LARGE
                 else "replace or remove the file"
             )
-            return f"{messages[0]}. Either {hint}, or pass on_bad_example='skip'.".encode()
+            skip = "on_bad_example='skip' (flag --on_bad_example=skip)"
+            return f"{messages[0]}. Either {hint}, or pass {skip}.".encode()
         return b""
 
     def _log_skipped(self, path: str, reason: str) -> None:

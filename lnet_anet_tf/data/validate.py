@@ -172,11 +172,11 @@ def main(argv) -> int:
         return 0
     if _ON_BAD_EXAMPLE.value == "error":
         print(
-            "\nResult: reading with on_bad_example='error' fails on the problems above. "
-            "Fix them, or read with on_bad_example='skip'."
+            "\nResult: reading with --on_bad_example=error fails on the problems above. "
+            "Fix them, or read with --on_bad_example=skip."
         )
         return 1
-    print(f"\nResult: readable with on_bad_example='skip'; {len(table)} images are left.")
+    print(f"\nResult: readable with --on_bad_example=skip; {len(table)} images are left.")
     return 0
 
 
