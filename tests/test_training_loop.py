@@ -122,6 +122,25 @@ def test_fit_reduces_loss(tmp_path):
     assert result.metrics["accuracy"] > 0.8
 
 
+def test_cached_validation_set_is_read_once_and_scored_each_epoch(tmp_path):
+    val_features, val_labels = fixtures.make_data(24, seed=1)
+    base = fixtures.make_validation_dataset_fn(val_features, val_labels, 5)
+    calls = []
+
+    def validation_dataset_fn(input_context):
+        calls.append(input_context)
+        return base(input_context).cache()
+
+    result, model = _fit(tmp_path, validation_dataset_fn=validation_dataset_fn)
+
+    assert len(calls) == 1
+    rows = _read_csv(tmp_path / "tiny" / "log.csv")
+    # The cache keeps the inputs, not the scores: each epoch scores its own weights.
+    assert len({row["val_loss"] for row in rows}) == 3
+    final = training.evaluate(model, fixtures.loss_fn, base, metrics_fn=fixtures.metrics_fn)
+    assert result.metrics["val_loss"] == pytest.approx(final["loss"], abs=1e-6)
+
+
 def test_fit_writes_tensorboard_scalars(tmp_path):
     _fit(tmp_path, epochs=2)
 

@@ -39,6 +39,16 @@ def run_evaluation(
 ) -> dict[str, float]:
     """Evaluate with an `eval_step` from `steps.build_eval_step`, built once by the caller."""
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    return evaluate_distributed(eval_step, dataset, steps)
+
+
+def evaluate_distributed(eval_step: Callable, dataset, steps: int | None) -> dict[str, float]:
+    """Evaluate with `eval_step` over a dataset that the strategy already distributed.
+
+    A caller that evaluates after every epoch distributes its dataset once and
+    passes it here each time, so a dataset that caches its elements reads its
+    files only the first time.
+    """
     totals: dict[str, float] = {}
     for index, batch in enumerate(dataset):
         if steps is not None and index >= steps:

@@ -91,7 +91,9 @@ def fit(
     and `drop_remainder=True`, sharded with `input_context` when there are several
     input pipelines, and at least `steps_per_epoch` batches per replica long.
     `loss_fn` and `metrics_fn` return per-example values; see `steps`.
-    `validation_dataset_fn(input_context)` is evaluated after every epoch.
+    `validation_dataset_fn(input_context)` is distributed once and evaluated after
+    every epoch, so a validation dataset that ends in `cache()` reads its files
+    only in the first epoch.
 
     Checkpoints are saved after every epoch and, when `checkpoint_every_steps` is
     set, every that many steps. With a `mixed_float16` policy the optimizer is
@@ -144,7 +146,9 @@ def fit(
     )
     if validation_dataset_fn is not None:
         run.eval_step = steps_lib.build_eval_step(model, loss_fn, strategy, metrics_fn)
-        run.validation_dataset_fn = validation_dataset_fn
+        run.validation_dataset = strategy.distribute_datasets_from_function(
+            validation_dataset_fn
+        )
         run.validation_steps = validation_steps
 
     start_time = time.perf_counter()
@@ -173,7 +177,7 @@ class _StageRun:
     checkpoint_every_steps: int | None
     sync_replicas: Callable | None
     eval_step: Callable | None = None
-    validation_dataset_fn: Callable | None = None
+    validation_dataset: tf.distribute.DistributedDataset | None = None
     validation_steps: int | None = None
 
     def train_epoch(self) -> None:
@@ -238,8 +242,8 @@ class _StageRun:
         row.update({name: total / state.steps_per_epoch for name, total in state.epoch_sums.items()})
         self._sync_replicas()
         if self.eval_step is not None:
-            results = evaluation.run_evaluation(
-                self.eval_step, self.strategy, self.validation_dataset_fn, self.validation_steps
+            results = evaluation.evaluate_distributed(
+                self.eval_step, self.validation_dataset, self.validation_steps
             )
             row.update({f"val_{name}": value for name, value in results.items()})
 
