@@ -29,7 +29,7 @@ def _values(dataset):
     return np.concatenate([batch.numpy() for batch in dataset])
 
 
-def test_small_dataset_is_read_from_disk_once(tmp_path):
+def test_small_dataset_read_once(tmp_path):
     paths = _write_files(tmp_path, fill=10)
     dataset = fitting.cache_if_small(_file_dataset(paths), batch_size=2)
 
@@ -40,7 +40,7 @@ def test_small_dataset_is_read_from_disk_once(tmp_path):
     assert first[0, 0] == 10
 
 
-def test_dataset_over_the_budget_is_read_every_pass(tmp_path, monkeypatch):
+def test_large_dataset_read_every_pass(tmp_path, monkeypatch):
     # 4 examples of 8 bytes need 32 bytes.
     monkeypatch.setattr(fitting, "VALIDATION_CACHE_BYTES", 31)
     paths = _write_files(tmp_path, fill=10)
@@ -72,7 +72,7 @@ def test_budget_counts_every_component(tmp_path, monkeypatch, budget, cached):
     assert (second[0, 0] == first[0, 0]) == cached
 
 
-def test_dataset_of_unknown_length_is_left_alone(tmp_path):
+def test_unknown_length_not_cached(tmp_path):
     paths = _write_files(tmp_path, fill=10)
     dataset = _file_dataset(paths).filter(lambda batch: True)
     assert int(dataset.cardinality()) < 0
@@ -80,7 +80,7 @@ def test_dataset_of_unknown_length_is_left_alone(tmp_path):
     assert fitting.cache_if_small(dataset, batch_size=2) is dataset
 
 
-def test_dataset_of_unknown_example_shape_is_left_alone(tmp_path):
+def test_unknown_shape_not_cached(tmp_path):
     paths = _write_files(tmp_path, fill=10)
     dataset = tf.data.Dataset.from_tensor_slices(paths).map(
         lambda path: tf.io.decode_raw(tf.io.read_file(path), tf.uint8)

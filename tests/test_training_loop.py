@@ -122,7 +122,7 @@ def test_fit_reduces_loss(tmp_path):
     assert result.metrics["accuracy"] > 0.8
 
 
-def test_cached_validation_set_is_read_once_and_scored_each_epoch(tmp_path):
+def test_validation_set_distributed_once(tmp_path):
     val_features, val_labels = fixtures.make_data(24, seed=1)
     base = fixtures.make_validation_dataset_fn(val_features, val_labels, 5)
     calls = []

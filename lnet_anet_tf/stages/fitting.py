@@ -35,7 +35,7 @@ def attribute_metrics(labels, outputs):
 
 
 # Validation sets up to this size stay in memory after the first epoch. The demo
-# preset's are about 35 MB; a CelebA validation partition at LNet's input size
+# preset's are about 33 MB; a CelebA validation partition at LNet's input size
 # needs about 12 GB and is read from its files every epoch.
 VALIDATION_CACHE_BYTES = 256 * 2**20
 
