@@ -79,6 +79,21 @@ class InvalidImageError(ValueError):
     """A file that is not a readable image; the message names the file and the reason."""
 
 
+def _reject_export_folder(path: str) -> None:
+    """Raise ValueError naming the models inside `path` when it is an export folder."""
+    from lnet_anet_tf import export  # Only this error needs the export's layout.
+
+    saved_model_base = export.saved_model_base(path)
+    tflite_dir = os.path.join(path, export.TFLITE_DIR)
+    if os.path.isdir(saved_model_base) or os.path.isdir(tflite_dir):
+        example = os.path.join(tflite_dir, tflite_export.model_filename("cascade", "int8"))
+        raise ValueError(
+            f"--model={path} is an export folder, which contains several models. Pass "
+            f"its SavedModel, --model={saved_model_base}, or one of its TFLite files, "
+            f"for example --model={example}."
+        )
+
+
 def resolve_model_path(path: str) -> str:
     """Return the .tflite file or SavedModel version folder that `path` names."""
     if os.path.isfile(path):
@@ -98,13 +113,7 @@ def resolve_model_path(path: str) -> str:
         )
         if versions:
             return os.path.join(path, str(versions[-1]))
-        saved_models = os.path.join(path, "saved_model", "lnet_anet")
-        if os.path.isdir(saved_models) or os.path.isdir(os.path.join(path, "tflite")):
-            raise ValueError(
-                f"--model={path} is an export folder, which contains several models. Pass "
-                f"its SavedModel, --model={saved_models}, or one of its TFLite files, "
-                f"for example --model={os.path.join(path, 'tflite', 'cascade_int8.tflite')}."
-            )
+        _reject_export_folder(path)
     raise ValueError(
         f"--model={path} is neither a .tflite file, a SavedModel folder (with "
         "saved_model.pb) nor a folder of numbered SavedModel versions. Run "

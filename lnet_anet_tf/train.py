@@ -107,9 +107,6 @@ flags.DEFINE_bool(
     "Use deterministic TensorFlow ops (needed for exact resume after a kill; slower on GPUs).",
 )
 
-RUN_INFO_FILENAME = "run_info.json"
-
-
 def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config:
     # --seed also seeds TensorFlow's ops, so it alone sets the config's seed. An
     # override of it would be replaced below without a word.
@@ -144,7 +141,7 @@ def prepare_model_dir(model_dir: str, config: config_lib.Config, run_info: dict)
             )
     checkpointing.write_text_atomic(config_path, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
     checkpointing.write_text_atomic(
-        os.path.join(model_dir, RUN_INFO_FILENAME), json.dumps(run_info, indent=2, sort_keys=True) + "\n"
+        os.path.join(model_dir, trained.RUN_INFO_FILENAME), json.dumps(run_info, indent=2, sort_keys=True) + "\n"
     )
 
 

@@ -66,9 +66,9 @@ def main(argv):
         logging.info(
             "%s: %d examples in %d shards.", split, entry["num_examples"], len(entry["shards"])
         )
-    # A resumed run writes only the missing shards (the log says how many), so
-    # say what the folder holds rather than what this run wrote.
-    print(f"{_OUTPUT_DIR.value} holds all {manifest['num_rows']} examples; counts verified.")
+    # A resumed run writes only the missing shards, and the log reports how many.
+    # So report what the folder contains rather than what this run wrote.
+    print(f"{_OUTPUT_DIR.value} contains all {manifest['num_rows']} examples; counts verified.")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_from_dict_names_the_setting(edit, message):
         config_lib.from_dict(data)
 
 
-def test_from_dict_keeps_defaults_for_missing_optional_settings():
+def test_from_dict_defaults_missing_optional():
     data = config_lib.to_dict(config_lib.get_config("demo"))
     del data["localization"]["min_box_side"]
 

@@ -349,8 +349,8 @@ def test_convert_script_resumes(synthetic_dir, tmp_path):
     second = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
     assert first.returncode == 0, first.stderr[-3000:]
-    assert f"{output_dir} holds all 24 examples; counts verified." in first.stdout
+    assert f"{output_dir} contains all 24 examples; counts verified." in first.stdout
     assert second.returncode == 0, second.stderr[-3000:]
     assert "6 finished before, 0 to write" in second.stderr
-    assert f"{output_dir} holds all 24 examples" in second.stdout
+    assert f"{output_dir} contains all 24 examples" in second.stdout
     assert json.loads((output_dir / tfrecords.MANIFEST_FILENAME).read_text())["complete"]

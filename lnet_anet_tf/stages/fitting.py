@@ -35,8 +35,8 @@ def attribute_metrics(labels, outputs):
 
 
 # Validation sets up to this size stay in memory after the first epoch. The demo
-# preset's are about 33 MB; a CelebA validation partition at LNet's input size
-# needs about 12 GB and is read from its files every epoch.
+# preset's take about 33 MB. A CelebA validation partition at the paper preset's
+# LNet input (227 x 227) takes about 12 GB, so it is read from its files every epoch.
 VALIDATION_CACHE_BYTES = 256 * 2**20
 
 
