@@ -119,6 +119,10 @@ class SyntheticConfig:
     the identity, so the number of training identities bounds how well the nets
     generalize to the test identities. With 200 identities of 12 images the LNets
     fitted the training identities and stayed near the label prior on new ones.
+
+    The last five settings are the ranges that each image's light and head turn
+    are drawn from (`data.synthetic.traits.Variation`, which has the same
+    defaults). They change the pixels and never the labels.
     """
 
     num_identities: int = 600
@@ -126,6 +130,11 @@ class SyntheticConfig:
     object_classes: int = 10
     object_images_per_class: int = 200
     seed: int = 0
+    light_strength_range: tuple = (0.0, 0.3)
+    brightness_range: tuple = (0.85, 1.15)
+    contrast_range: tuple = (0.85, 1.15)
+    colour_gain_range: tuple = (0.9, 1.1)
+    head_turn: float = 0.2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,8 +117,13 @@ def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config
                 "--seed, which also seeds TensorFlow's ops."
             )
     config = config_lib.get_config(preset)
-    for assignment in overrides:
-        config = config_lib.override(config, assignment)
+    try:
+        for assignment in overrides:
+            config = config_lib.override(config, assignment)
+        # Check the synthetic images' ranges now, not after the job has started.
+        synthetic.variation(config.synthetic)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     return config_lib.override(config, f"seed={seed}")
 
 

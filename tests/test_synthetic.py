@@ -423,6 +423,115 @@ def test_blurry_image_loses_detail():
 
 
 # ---------------------------------------------------------------------------
+# Variation of light and head turn.
+
+_WIDE = traits.Variation(
+    light_strength_range=(0.0, 0.6),
+    brightness_range=(0.6, 1.4),
+    contrast_range=(0.6, 1.4),
+    colour_gain_range=(0.75, 1.25),
+    head_turn=0.45,
+)
+
+
+def test_config_defaults_match_generator():
+    assert synthetic.variation(SyntheticConfig()) == traits.DEFAULT_VARIATION
+
+
+def test_fixed_ranges_keep_other_traits():
+    fixed = traits.Variation(
+        light_strength_range=(0.5, 0.5),
+        brightness_range=(1.3, 1.3),
+        contrast_range=(0.7, 0.7),
+        colour_gain_range=(1.2, 1.2),
+        head_turn=0.4,
+    )
+    identity = traits.sample_identity(2, 5)
+
+    default = traits.sample_appearance(identity, 2, 1)
+    changed = traits.sample_appearance(identity, 2, 1, fixed)
+
+    assert (changed.light_strength, changed.brightness, changed.contrast) == (0.5, 1.3, 0.7)
+    assert changed.colour_gains == (1.2, 1.2, 1.2)
+    assert changed.head_turn == 0.4
+    light = {"light_strength", "brightness", "contrast", "colour_gains", "head_turn"}
+    for field in dataclasses.fields(traits.Appearance):
+        if field.name not in light:
+            assert getattr(changed, field.name) == getattr(default, field.name), field.name
+
+
+def test_wider_variation_changes_pixels_not_labels():
+    for image in range(3):
+        default = render.render_example(4, 7, image, SMALL_SIZES)
+        wide = render.render_example(4, 7, image, SMALL_SIZES, _WIDE)
+
+        np.testing.assert_array_equal(wide.labels, default.labels)
+        assert wide.wild.size == default.wild.size
+        difference = np.abs(np.asarray(wide.aligned, np.int16) - np.asarray(default.aligned, np.int16))
+        assert difference.mean() > 2.0, image
+
+
+def test_head_turn_shifts_features():
+    identity = traits.sample_identity(0, 3)
+    appearance = dataclasses.replace(traits.sample_appearance(identity, 0, 0), yaw=1.0)
+
+    shifts = []
+    for turn in (0.0, 0.2, 0.45):
+        layout = person.make_layout(identity, dataclasses.replace(appearance, head_turn=turn))
+        eyes_centre = (layout.eyes[0][0] + layout.eyes[1][0]) / 2
+        shifts.append((eyes_centre - layout.cx) / layout.unit)
+
+    np.testing.assert_allclose(shifts, [0.0, 0.2, 0.45])
+
+
+def test_wider_variation_keeps_label_files(tmp_path):
+    default_dir = _generate(tmp_path / "default", num_identities=4)
+    wide_dir = synthetic.generate_celeba(
+        str(tmp_path / "wide"), 4, 2, seed=3, num_workers=1, image_size_range=SMALL_SIZES, variation=_WIDE
+    )
+
+    for name in ("list_attr_celeba.txt", "identity_CelebA.txt"):
+        with open(os.path.join(default_dir, "Anno", name), "rb") as default, open(
+            os.path.join(wide_dir, "Anno", name), "rb"
+        ) as wide:
+            assert default.read() == wide.read(), name
+    with open(os.path.join(default_dir, "Img", "img_celeba", "000001.jpg"), "rb") as default, open(
+        os.path.join(wide_dir, "Img", "img_celeba", "000001.jpg"), "rb"
+    ) as wide:
+        assert default.read() != wide.read()
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("brightness_range", (1.2, 0.8), r"brightness_range is \(1\.2, 0\.8\); .* 0 < low <= high"),
+        ("contrast_range", (0.0, 1.0), r"contrast_range is \(0\.0, 1\.0\)"),
+        ("colour_gain_range", (1.0,), r"colour_gain_range is \(1\.0,\)"),
+        ("light_strength_range", (0.0, 1.5), r"light_strength_range is \(0\.0, 1\.5\); .* 0 <= low <= high <= 1"),
+        ("head_turn", 0.5, r"head_turn is 0\.5; it must lie in \[0, 0\.45\]"),
+        ("head_turn", "wide", r"head_turn is 'wide'"),
+    ],
+)
+def test_invalid_variation_names_the_setting(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        traits.Variation(**{setting: value})
+    with pytest.raises(ValueError, match=r"^The config setting synthetic\." + message):
+        synthetic.variation(dataclasses.replace(SyntheticConfig(), **{setting: value}))
+
+
+def test_cache_separates_variations(tmp_path):
+    first, _ = synthetic.ensure_default_dataset(str(tmp_path), _TINY, num_workers=1)
+    brighter = dataclasses.replace(_TINY, brightness_range=(1.1, 1.2))
+    second, _ = synthetic.ensure_default_dataset(str(tmp_path), brighter, num_workers=1)
+
+    assert os.path.dirname(first) != os.path.dirname(second)
+    with open(os.path.join(first, "Anno", "list_attr_celeba.txt"), "rb") as a, open(
+        os.path.join(second, "Anno", "list_attr_celeba.txt"), "rb"
+    ) as b:
+        assert a.read() == b.read()
+
+
+# ---------------------------------------------------------------------------
 # Object classes.
 
 

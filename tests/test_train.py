@@ -146,3 +146,16 @@ def test_seed_override_rejected(tmp_path):
     assert result.returncode != 0
     assert "--config_override=seed=1 would be ignored: set the seed with --seed" in result.stderr
     assert not model_dir.exists()
+
+
+def test_invalid_synthetic_range_rejected(tmp_path):
+    model_dir, cache_dir = tmp_path / "run", tmp_path / "cache"
+    override = "--config_override=synthetic.brightness_range=(1.2, 0.8)"
+    command = train_command(model_dir, cache_dir, override, "--stages=evaluate")
+
+    result = run(command, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "The config setting synthetic.brightness_range is (1.2, 0.8)" in result.stderr
+    assert not model_dir.exists()
+    assert not cache_dir.exists()

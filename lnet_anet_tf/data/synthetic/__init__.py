@@ -39,10 +39,10 @@ Command line (see `__main__.py`):
         --images_per_identity 12 --seed 0 --preview preview.png
 """
 
-from lnet_anet_tf.data.synthetic.cache import DEFAULT_CACHE_DIR, ensure_default_dataset
+from lnet_anet_tf.data.synthetic.cache import DEFAULT_CACHE_DIR, ensure_default_dataset, variation
 from lnet_anet_tf.data.synthetic.objects import CLASS_NAMES, generate_object_classes
 from lnet_anet_tf.data.synthetic.render import ALIGNED_SIZE, Example, render_example
-from lnet_anet_tf.data.synthetic.traits import sample_labels
+from lnet_anet_tf.data.synthetic.traits import Variation, sample_labels
 from lnet_anet_tf.data.synthetic.writer import generate_celeba
 
 __all__ = [
@@ -55,4 +55,6 @@ __all__ = [
     "generate_object_classes",
     "render_example",
     "sample_labels",
+    "Variation",
+    "variation",
 ]

@@ -13,7 +13,7 @@ from typing import Optional
 from absl import logging
 
 from lnet_anet_tf.config import SyntheticConfig
-from lnet_anet_tf.data.synthetic import objects, writer
+from lnet_anet_tf.data.synthetic import objects, traits, writer
 
 # Raise this whenever a change to the generator changes the images or labels it
 # writes, so that caches made by older code are not reused.
@@ -25,12 +25,14 @@ OBJECT_IMAGE_SIZE = 128
 
 
 def _parameters(config: SyntheticConfig) -> dict:
-    return {
+    parameters = {
         "generator_version": GENERATOR_VERSION,
         "synthetic_config": dataclasses.asdict(config),
         "image_size_range": [160, 256],
         "object_image_size": OBJECT_IMAGE_SIZE,
     }
+    # As the marker file reads back: tuples become lists, so the two compare equal.
+    return json.loads(json.dumps(parameters))
 
 
 def _read_marker(directory: str) -> Optional[dict]:
@@ -41,13 +43,26 @@ def _read_marker(directory: str) -> Optional[dict]:
         return None
 
 
-def _generate(directory: str, config: SyntheticConfig, parameters: dict, num_workers) -> None:
+def variation(config: SyntheticConfig) -> traits.Variation:
+    """Return the light and head-turn ranges that `config` sets.
+
+    Raises ValueError naming the `synthetic.` setting when a range is invalid.
+    """
+    names = [field.name for field in dataclasses.fields(traits.Variation)]
+    try:
+        return traits.Variation(**{name: getattr(config, name) for name in names})
+    except ValueError as error:
+        raise ValueError(f"The config setting synthetic.{error}") from None
+
+
+def _generate(directory: str, config: SyntheticConfig, ranges, parameters: dict, num_workers) -> None:
     writer.generate_celeba(
         os.path.join(directory, "celeba"),
         num_identities=config.num_identities,
         images_per_identity=config.images_per_identity,
         seed=config.seed,
         num_workers=num_workers,
+        variation=ranges,
     )
     objects.generate_object_classes(
         os.path.join(directory, "objects"),
@@ -73,6 +88,7 @@ def ensure_default_dataset(
     concurrent callers never see a partial dataset: if another process finishes
     first, its copy is kept and this one is discarded.
     """
+    ranges = variation(synthetic_config)
     parameters = _parameters(synthetic_config)
     key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:16]
     final = os.path.join(os.path.abspath(cache_dir), f"synthetic-{key}")
@@ -87,7 +103,7 @@ def ensure_default_dataset(
     os.makedirs(cache_dir, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=".synthetic-tmp-", dir=cache_dir)
     try:
-        _generate(temporary, synthetic_config, parameters, num_workers)
+        _generate(temporary, synthetic_config, ranges, parameters, num_workers)
         os.chmod(temporary, 0o755)
         os.rename(temporary, final)
     except OSError:

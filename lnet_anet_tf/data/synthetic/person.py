@@ -105,7 +105,7 @@ def make_layout(identity: Identity, appearance: Appearance) -> Layout:
     yaw = appearance.yaw
 
     # A head turn moves the features towards one side and narrows the far eye.
-    feature_dx = 0.2 * unit * yaw
+    feature_dx = appearance.head_turn * unit * yaw
     half_spacing = 0.5 * unit * identity.eye_spacing * (1.0 - 0.08 * abs(yaw))
     eye_half_width = 0.24 * unit * (1.0 + 0.08 * identity.eye_size)
     near_far = (1.0 + 0.12 * yaw, 1.0 - 0.12 * yaw)

@@ -193,10 +193,16 @@ def _paste_person(target: Image.Image, person_rgba: Image.Image, matrix: np.ndar
     target.paste(region, (int(left), int(top)), region)
 
 
-def render_example(seed: int, identity_id: int, image: int, image_size_range=(160, 256)) -> Example:
+def render_example(
+    seed: int,
+    identity_id: int,
+    image: int,
+    image_size_range=(160, 256),
+    variation: traits.Variation = traits.DEFAULT_VARIATION,
+) -> Example:
     """Draw image number `image` (0-based) of identity `identity_id` for dataset `seed`."""
     identity = traits.sample_identity(seed, identity_id)
-    appearance = traits.sample_appearance(identity, seed, image)
+    appearance = traits.sample_appearance(identity, seed, image, variation)
     rng = scene_rng(seed, identity_id, image)
 
     colour, mask, layout = person.draw_person(identity, appearance)

@@ -98,6 +98,60 @@ class Identity:
 
 
 @dataclasses.dataclass(frozen=True)
+class Variation:
+    """How far the images of one person differ in light and head turn.
+
+    Each image draws its light and head turn from these ranges. No label reads
+    them, so two datasets with the same seed and different ranges have the same
+    labels and face boxes. `head_turn` also moves the eye, nose and mouth
+    landmarks. The defaults are the embedded dataset's. docs/benchmarks.md
+    ("Harder synthetic images") measures wider ranges.
+    """
+
+    # Darkening of the side away from the light, 0 for flat light.
+    light_strength_range: tuple = (0.0, 0.3)
+    brightness_range: tuple = (0.85, 1.15)
+    contrast_range: tuple = (0.85, 1.15)
+    # Per-channel gain of the colour cast.
+    colour_gain_range: tuple = (0.9, 1.1)
+    # Sideways shift of the eyes, nose and mouth at the largest head turn, in
+    # eye distances. The aligned images align the eyes, so a larger shift moves
+    # the head outline and the hair there, not the eyes.
+    head_turn: float = 0.2
+
+    def __post_init__(self):
+        for name in ("light_strength_range", "brightness_range", "contrast_range", "colour_gain_range"):
+            value = getattr(self, name)
+            # The darkening is a fraction of the colour; the others are factors.
+            fraction = name == "light_strength_range"
+            if not _valid_range(value, fraction):
+                condition = "0 <= low <= high <= 1" if fraction else "0 < low <= high"
+                raise ValueError(f"{name} is {value!r}; it must be (low, high) with {condition}.")
+        turn = self.head_turn
+        if isinstance(turn, bool) or not isinstance(turn, (int, float)) or not 0.0 <= turn <= MAX_HEAD_TURN:
+            raise ValueError(
+                f"head_turn is {self.head_turn!r}; it must lie in [0, {MAX_HEAD_TURN}] eye "
+                f"distances, or an eye leaves the face."
+            )
+
+
+# At yaw 1 this shift puts the outer eye's centre 0.95 eye distances from the
+# head's centre line, just inside the narrowest face outline (0.96).
+MAX_HEAD_TURN = 0.45
+
+
+def _valid_range(value, fraction: bool) -> bool:
+    is_pair = isinstance(value, (tuple, list)) and len(value) == 2
+    if not is_pair or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return False
+    low, high = value
+    return 0.0 <= low <= high <= 1.0 if fraction else 0.0 < low <= high
+
+
+DEFAULT_VARIATION = Variation()
+
+
+@dataclasses.dataclass(frozen=True)
 class Appearance:
     """Traits of one image of a person: expression, accessories, pose and light."""
 
@@ -126,6 +180,7 @@ class Appearance:
     neckline: str
     blurry: bool
     yaw: float  # in [-1, 1], a fake head turn that shifts the features sideways
+    head_turn: float  # the features' shift at yaw 1, in eye distances (`Variation.head_turn`)
     roll_degrees: float  # in-plane rotation, counter-clockwise
     light_angle: float  # direction the light comes from, radians
     light_strength: float  # 0 is flat light
@@ -257,8 +312,14 @@ def sample_identity(seed: int, identity: int) -> Identity:
     )
 
 
-def sample_appearance(identity: Identity, seed: int, image: int) -> Appearance:
-    """Draw the traits of image number `image` (0-based) of `identity`."""
+def sample_appearance(
+    identity: Identity, seed: int, image: int, variation: Variation = DEFAULT_VARIATION
+) -> Appearance:
+    """Draw the traits of image number `image` (0-based) of `identity`.
+
+    `variation` sets the ranges of the light and the head turn. Every range takes
+    one draw whatever its bounds, so it changes no other trait.
+    """
     rng = image_rng(seed, identity.identity, image)
     group = rates.group_index(identity.male, identity.young)
 
@@ -303,12 +364,13 @@ def sample_appearance(identity: Identity, seed: int, image: int) -> Appearance:
         neckline=neckline,
         blurry=_bernoulli(rng, "Blurry", group),
         yaw=float(rng.uniform(-1.0, 1.0)),
+        head_turn=float(variation.head_turn),
         roll_degrees=float(rng.uniform(-6.0, 6.0)),
         light_angle=float(rng.uniform(0, 2 * np.pi)),
-        light_strength=float(rng.uniform(0.0, 0.3)),
-        brightness=float(rng.uniform(0.85, 1.15)),
-        contrast=float(rng.uniform(0.85, 1.15)),
-        colour_gains=tuple(float(g) for g in rng.uniform(0.9, 1.1, 3)),
+        light_strength=float(rng.uniform(*variation.light_strength_range)),
+        brightness=float(rng.uniform(*variation.brightness_range)),
+        contrast=float(rng.uniform(*variation.contrast_range)),
+        colour_gains=tuple(float(g) for g in rng.uniform(*variation.colour_gain_range, 3)),
     )
 
 

@@ -26,7 +26,7 @@ from absl import logging
 from PIL import Image
 
 from lnet_anet_tf import attributes
-from lnet_anet_tf.data.synthetic import atomic, parallel, preview, render
+from lnet_anet_tf.data.synthetic import atomic, parallel, preview, render, traits
 
 JPEG_QUALITY = 90
 WILD_DIR = os.path.join("Img", "img_celeba")
@@ -86,19 +86,22 @@ def plan_images(num_identities: int, images_per_identity: int, seed: int) -> lis
 
 def _render_chunk(arguments) -> list:
     """Render and save a chunk of images, in a worker process, and return their annotations."""
-    root, seed, image_size_range, chunk = arguments
+    root, seed, image_size_range, variation, chunk = arguments
     rows = []
     for name, identity, image, _ in chunk:
-        example = render.render_example(seed, identity, image, image_size_range)
+        example = render.render_example(seed, identity, image, image_size_range, variation)
         example.wild.save(os.path.join(root, WILD_DIR, name), quality=JPEG_QUALITY)
         example.aligned.save(os.path.join(root, ALIGNED_DIR, name), quality=JPEG_QUALITY)
         rows.append((example.labels, example.box, example.wild_landmarks, example.aligned_landmarks))
     return rows
 
 
-def _render_all(root: str, plan: list, seed: int, image_size_range, num_workers: int) -> list:
+def _render_all(root: str, plan: list, seed: int, image_size_range, variation, num_workers: int) -> list:
     chunk_size = max(1, min(128, len(plan) // (8 * num_workers)))
-    chunks = [(root, seed, tuple(image_size_range), plan[i : i + chunk_size]) for i in range(0, len(plan), chunk_size)]
+    chunks = [
+        (root, seed, tuple(image_size_range), variation, plan[i : i + chunk_size])
+        for i in range(0, len(plan), chunk_size)
+    ]
     rows = []
     started = time.monotonic()
     report_every = max(1, len(chunks) // 10)
@@ -164,6 +167,7 @@ def generate_celeba(
     image_size_range=(160, 256),
     preview_path: Optional[str] = None,
     preview_count: int = 16,
+    variation: traits.Variation = traits.DEFAULT_VARIATION,
 ) -> str:
     """Generate a synthetic CelebA of `num_identities * images_per_identity` images.
 
@@ -171,8 +175,9 @@ def generate_celeba(
     sibling directory and renamed into place when complete. The bytes written
     depend only on the arguments other than `num_workers` (which defaults to all
     available cores) and the preview arguments. In-the-wild image sides are drawn
-    from `image_size_range` (inclusive, pixels). With `preview_path`, a contact
-    sheet of the first `preview_count` images is written there as PNG.
+    from `image_size_range` (inclusive, pixels), and light and head turn from
+    the ranges of `variation`. With `preview_path`, a contact sheet of the first
+    `preview_count` images is written there as PNG.
     Returns the absolute path of the dataset directory.
     """
     validate_arguments(num_identities, images_per_identity, image_size_range)
@@ -186,7 +191,7 @@ def generate_celeba(
     with atomic.atomic_directory(output_dir) as root:
         for folder in (WILD_DIR, ALIGNED_DIR, "Anno", "Eval"):
             os.makedirs(os.path.join(root, folder))
-        rows = _render_all(root, plan, seed, image_size_range, num_workers)
+        rows = _render_all(root, plan, seed, image_size_range, variation, num_workers)
         _write_annotations(root, plan, rows)
     if preview_path is not None:
         _write_preview(output_dir, plan, rows, preview_path, preview_count)
