@@ -722,6 +722,40 @@ def test_cli_writes_dataset_and_preview(tmp_path):
         assert sheet.width > 600
 
 
+def test_cli_sets_variation_ranges(tmp_path):
+    arguments = ["--num_identities=3", "--images_per_identity=1", "--seed=2", "--num_workers=1"]
+    default = _run_cli(f"--output_dir={tmp_path / 'default'}", *arguments)
+    brighter = _run_cli(
+        f"--output_dir={tmp_path / 'brighter'}", *arguments, "--brightness_range=1.3,1.4", "--head_turn=0.3"
+    )
+
+    assert default.returncode == 0, default.stderr
+    assert brighter.returncode == 0, brighter.stderr
+    wild = os.path.join("Img", "img_celeba", "000001.jpg")
+    labels = os.path.join("Anno", "list_attr_celeba.txt")
+    default_files, brighter_files = _all_files(tmp_path / "default"), _all_files(tmp_path / "brighter")
+    assert default_files[labels] == brighter_files[labels]
+    with Image.open(tmp_path / "default" / wild) as dark, Image.open(tmp_path / "brighter" / wild) as bright:
+        assert np.asarray(bright, np.float64).mean() > np.asarray(dark, np.float64).mean() + 10
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--brightness_range=1.4,1.3", "--brightness_range is (1.4, 1.3); it must be (low, high)"),
+        ("--contrast_range=0.9", "--contrast_range is (0.9,); it must be (low, high)"),
+        ("--colour_gain_range=a,b", "--colour_gain_range=a,b is invalid; expected two numbers"),
+        ("--head_turn=0.9", "--head_turn is 0.9; it must lie in [0, 0.45]"),
+    ],
+)
+def test_cli_rejects_bad_range(tmp_path, flag, message):
+    result = _run_cli(f"--output_dir={tmp_path / 'out'}", "--num_identities=3", flag)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_cli_reports_bad_size(tmp_path):
     result = _run_cli(f"--output_dir={tmp_path / 'out'}", "--num_identities=2")
 
