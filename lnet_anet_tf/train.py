@@ -107,6 +107,7 @@ flags.DEFINE_bool(
     "Use deterministic TensorFlow ops (needed for exact resume after a kill; slower on GPUs).",
 )
 
+
 def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config:
     # --seed also seeds TensorFlow's ops, so it alone sets the config's seed. An
     # override of it would be replaced below without a word.

@@ -39,8 +39,8 @@ _RANGE_HELP = {
     "colour_gain_range": "Gain of each colour channel (a colour cast), as low,high.",
 }
 _RANGES = {
-    name: flags.DEFINE_list(name, [str(v) for v in getattr(traits.DEFAULT_VARIATION, name)], text)
-    for name, text in _RANGE_HELP.items()
+    name: flags.DEFINE_list(name, [str(v) for v in getattr(traits.DEFAULT_VARIATION, name)], _RANGE_HELP[name])
+    for name in traits.RANGE_NAMES
 }
 _HEAD_TURN = flags.DEFINE_float(
     "head_turn", traits.DEFAULT_VARIATION.head_turn,

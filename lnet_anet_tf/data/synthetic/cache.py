@@ -31,7 +31,7 @@ def _parameters(config: SyntheticConfig) -> dict:
         "image_size_range": [160, 256],
         "object_image_size": OBJECT_IMAGE_SIZE,
     }
-    # As the marker file reads back: tuples become lists, so the two compare equal.
+    # Return the JSON form, in which tuples are lists, so that it equals the marker file's contents.
     return json.loads(json.dumps(parameters))
 
 

@@ -97,9 +97,13 @@ class Identity:
     glasses_round: bool
 
 
+# The fields of `Variation` that are (low, high) ranges, in its order.
+RANGE_NAMES = ("light_strength_range", "brightness_range", "contrast_range", "colour_gain_range")
+
+
 @dataclasses.dataclass(frozen=True)
 class Variation:
-    """How far the images of one person differ in light and head turn.
+    """Ranges of the light and head turn that the images of one person differ in.
 
     Each image draws its light and head turn from these ranges. No label reads
     them, so two datasets with the same seed and different ranges have the same
@@ -120,9 +124,9 @@ class Variation:
     head_turn: float = 0.2
 
     def __post_init__(self):
-        for name in ("light_strength_range", "brightness_range", "contrast_range", "colour_gain_range"):
+        for name in RANGE_NAMES:
             value = getattr(self, name)
-            # The darkening is a fraction of the colour; the others are factors.
+            # The darkening is a fraction of the colour, and the others are factors.
             fraction = name == "light_strength_range"
             if not _valid_range(value, fraction):
                 condition = "0 <= low <= high <= 1" if fraction else "0 < low <= high"
