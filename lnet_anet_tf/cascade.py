@@ -185,14 +185,17 @@ class Cascade(tf.Module):
         """
         return self._square_crops(head_boxes, images, self.localization_config.lnet_o_context)
 
-    def face_recrop_boxes(self, face_boxes: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+    def face_recrop_boxes(
+        self, face_boxes: tf.Tensor, images: tf.Tensor, scale: float = 1.0
+    ) -> tf.Tensor:
         """Return the square crops about LNet_s's first boxes that its second pass reads.
 
-        The side is `lnet_s_recrop_context` times the box's; the pass runs only
-        when that factor is set.
+        The side is `lnet_s_recrop_context` times `scale` times the box's, where
+        `scale` is one of `lnet_s_recrop_scales`; the pass runs only when that
+        factor is set.
         """
         return self._square_crops(
-            face_boxes, images, self.localization_config.lnet_s_recrop_context
+            face_boxes, images, self.localization_config.lnet_s_recrop_context * scale
         )
 
     def _square_crops(self, boxes: tf.Tensor, images: tf.Tensor, factor: float) -> tf.Tensor:
@@ -217,17 +220,28 @@ class Cascade(tf.Module):
     def localize_face(self, images: tf.Tensor, head_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Find the face with LNet_s in the square crop about each head box.
 
-        With `lnet_s_recrop_context` set, LNet_s runs again on a square crop about
-        its first box (`face_recrop_boxes`), and the outputs are the second pass's.
-        Returns "face_box" [batch, 4] in image coordinates, "face_score" [batch] and
-        "lnet_s_response" [batch, h', w'] over the crop that LNet_s read last.
+        With `lnet_s_recrop_context` set, LNet_s runs again on one square crop about
+        its first box per factor of `lnet_s_recrop_scales` (`face_recrop_boxes`),
+        and the outputs are the second pass's: the mean of its boxes and of its
+        scores. Returns "face_box" [batch, 4] in image coordinates, "face_score"
+        [batch] and "lnet_s_response" [batch, h', w'] over the crop that LNet_s read
+        last, or in the second pass over the first factor's crop.
         """
         face = self.localize_face_in_crops(images, self.head_crop_boxes(head_boxes, images))
         if self.localization_config.lnet_s_recrop_context is None:
             return face
-        return self.localize_face_in_crops(
-            images, self.face_recrop_boxes(face["face_box"], images)
-        )
+
+        passes = [
+            self.localize_face_in_crops(
+                images, self.face_recrop_boxes(face["face_box"], images, scale)
+            )
+            for scale in self.localization_config.lnet_s_recrop_scales
+        ]
+        return {
+            "face_box": tf.add_n([found["face_box"] for found in passes]) / len(passes),
+            "face_score": tf.add_n([found["face_score"] for found in passes]) / len(passes),
+            "lnet_s_response": passes[0]["lnet_s_response"],
+        }
 
     def localize_face_in_crops(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Find the face with LNet_s in given crops [batch, 4] of normalized images.

@@ -242,7 +242,7 @@ def locate(
     widths wide can merge. A map without contrast (every value equal) yields the whole
     map and score 0.
     """
-    _validate_config(config)
+    validate_config(config)
     response = tf.convert_to_tensor(response, tf.float32)
     if response.shape.rank != 3 or None in response.shape[1:]:
         raise ValueError(
@@ -290,7 +290,8 @@ def locate(
     return boxes, scores
 
 
-def _validate_config(config: LocalizationConfig) -> None:
+def validate_config(config: LocalizationConfig) -> None:
+    """Raise ValueError naming the first `LocalizationConfig` setting out of range."""
     if not 0.0 < config.response_threshold < 1.0:
         raise ValueError(
             f"response_threshold must be in (0, 1), got {config.response_threshold}."
@@ -304,6 +305,11 @@ def _validate_config(config: LocalizationConfig) -> None:
     if config.lnet_s_recrop_context is not None and not config.lnet_s_recrop_context > 0.0:
         raise ValueError(
             f"lnet_s_recrop_context must be None or > 0, got {config.lnet_s_recrop_context}."
+        )
+    scales = config.lnet_s_recrop_scales
+    if not scales or not all(isinstance(scale, (int, float)) and scale > 0 for scale in scales):
+        raise ValueError(
+            f"lnet_s_recrop_scales must be a non-empty tuple of positive numbers, got {scales!r}."
         )
 
 

@@ -32,6 +32,7 @@ from absl import flags
 from absl import logging
 
 from lnet_anet_tf import config as config_lib
+from lnet_anet_tf import localization
 from lnet_anet_tf import stages as stages_lib
 from lnet_anet_tf.data import synthetic
 from lnet_anet_tf.training import strategy as strategy_lib
@@ -121,8 +122,10 @@ def resolve_config(preset: str, overrides: list, seed: int) -> config_lib.Config
     try:
         for assignment in overrides:
             config = config_lib.override(config, assignment)
-        # Check the synthetic images' ranges now, not after the job has started.
+        # Check the synthetic images' ranges and the localization settings now,
+        # not after the job has started.
         synthetic.variation(config.synthetic)
+        localization.validate_config(config.localization)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     return config_lib.override(config, f"seed={seed}")

@@ -64,9 +64,12 @@ def config():
     return get_config("demo")
 
 
-def with_recrop(config, factor):
+def with_recrop(config, factor, scales=(1.0,)):
     return dataclasses.replace(
-        config, localization=dataclasses.replace(config.localization, lnet_s_recrop_context=factor)
+        config,
+        localization=dataclasses.replace(
+            config.localization, lnet_s_recrop_context=factor, lnet_s_recrop_scales=scales
+        ),
     )
 
 
@@ -243,6 +246,33 @@ def test_second_pass_reads_crop_about_first_box(cascade, recrop_cascade):
         * (first["face_box"][:, 3] - first["face_box"][:, 1]) * 90 / 120
     )
     np.testing.assert_allclose(side, 2.0 * first_side, rtol=1e-4)
+
+
+def test_second_pass_averages_its_scales(cascade, recrop_cascade, config):
+    images = random_images(2, 90, 120, 0.0, 255.0, seed=8)
+    multi_scale = Cascade(
+        cascade.lnet_o, cascade.lnet_s, cascade.anet, config=with_recrop(config, 2.0, (1.0, 0.5, 1.5)),
+        svm_weights=cascade.svm_weights.numpy(), svm_bias=cascade.svm_bias.numpy(),
+        platt_scale=cascade.platt_scale.numpy(), platt_offset=cascade.platt_offset.numpy(),
+    )
+
+    outputs = multi_scale(images)
+
+    normalized = preprocessing.normalize(images)
+    head = cascade.localize_head(normalized)
+    first = cascade.localize_face(normalized, head["head_box"])
+    passes = [
+        cascade.localize_face_in_crops(
+            normalized, recrop_cascade.face_recrop_boxes(first["face_box"], normalized, scale)
+        )
+        for scale in (1.0, 0.5, 1.5)
+    ]
+    expected_box = np.mean([found["face_box"] for found in passes], axis=0)
+    assert not np.allclose(passes[1]["face_box"], passes[2]["face_box"], atol=1e-3)
+    np.testing.assert_allclose(outputs["face_box"], expected_box, atol=1e-5)
+    expected_score = np.mean([found["face_score"] for found in passes], axis=0)
+    np.testing.assert_allclose(outputs["localization_score"], expected_score, atol=1e-5)
+    np.testing.assert_allclose(outputs["lnet_s_response"], passes[0]["lnet_s_response"], atol=1e-5)
 
 
 def test_training_recrops_match_cascade(recrop_cascade):

@@ -160,7 +160,15 @@ def test_locate_rejects_unknown_map_size():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("response_threshold", 1.0), ("background_quantile", 1.0), ("refine_steps", -1)],
+    [
+        ("response_threshold", 1.0),
+        ("background_quantile", 1.0),
+        ("refine_steps", -1),
+        ("lnet_s_recrop_context", 0.0),
+        ("lnet_s_recrop_scales", ()),
+        ("lnet_s_recrop_scales", (1.0, 0.0)),
+        ("lnet_s_recrop_scales", ("1.0",)),
+    ],
 )
 def test_locate_rejects_invalid_config(field, value):
     config = dataclasses.replace(CONFIG, **{field: value})

@@ -37,3 +37,23 @@ def test_cached_recomputes_stale_file(tmp_path):
     np.testing.assert_array_equal(outputs["boxes"], 0.25)
     with np.load(path) as saved:
         assert sorted(saved.files) == ["boxes", "valid"]
+
+
+def test_average_passes_means_boxes_and_scores():
+    first = {
+        "boxes": np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32),
+        "scores": np.array([0.2, 0.0], np.float32),
+        "valid": np.array([True, False]),
+    }
+    second = {
+        "boxes": np.array([[0.3, 0.2, 0.7, 0.6], [0.0, 0.0, 0.0, 0.0]], np.float32),
+        "scores": np.array([0.6, 0.0], np.float32),
+        "valid": np.array([True, False]),
+    }
+
+    averaged = boxes_lib.average_passes([first, second])
+
+    np.testing.assert_allclose(averaged["boxes"][0], [0.2, 0.15, 0.6, 0.55], atol=1e-6)
+    np.testing.assert_allclose(averaged["scores"], [0.4, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(averaged["valid"], [True, False])
+    assert averaged["boxes"].dtype == np.float32

@@ -159,3 +159,16 @@ def test_invalid_synthetic_range_rejected(tmp_path):
     assert "The config setting synthetic.brightness_range is (1.2, 0.8)" in result.stderr
     assert not model_dir.exists()
     assert not cache_dir.exists()
+
+
+def test_invalid_localization_setting_rejected(tmp_path):
+    model_dir, cache_dir = tmp_path / "run", tmp_path / "cache"
+    override = "--config_override=localization.lnet_s_recrop_scales=(1.0, -0.5)"
+    command = train_command(model_dir, cache_dir, override, "--stages=evaluate")
+
+    result = run(command, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "lnet_s_recrop_scales must be a non-empty tuple of positive numbers" in result.stderr
+    assert not model_dir.exists()
+    assert not cache_dir.exists()

@@ -106,6 +106,20 @@ def recrop_boxes(face_boxes: np.ndarray, head_crop_boxes: np.ndarray, factor: fl
     return localization.square_context_box(face_boxes, factor, aspects).numpy()
 
 
+def average_passes(passes: list) -> dict:
+    """Average the boxes and scores of several `predict_face_boxes` outputs.
+
+    They are `Cascade.localize_face`'s second pass at several crop scales. A row
+    is valid only where every pass read it.
+    """
+    valid = np.logical_and.reduce([found["valid"] for found in passes])
+    return {
+        "boxes": np.mean([found["boxes"] for found in passes], axis=0).astype(np.float32),
+        "scores": np.mean([found["scores"] for found in passes], axis=0).astype(np.float32),
+        "valid": valid,
+    }
+
+
 def _empty(size: int) -> dict:
     return {
         "boxes": np.zeros([size, 4], np.float32),

@@ -197,9 +197,17 @@ def face_boxes(context: RunContext) -> dict:
         if config.lnet_s_recrop_context is None:
             return faces
 
-        # The cascade's second LNet_s pass, on crops about the first boxes.
-        recrops = boxes_lib.recrop_boxes(faces["boxes"], crops, config.lnet_s_recrop_context)
-        return boxes_lib.predict_face_boxes(lnet_s, context.inputs(), recrops, faces["valid"], config)
+        # The cascade's second LNet_s pass, on crops about the first boxes at
+        # each scale, averaged.
+        passes = []
+        for scale in config.lnet_s_recrop_scales:
+            recrops = boxes_lib.recrop_boxes(
+                faces["boxes"], crops, config.lnet_s_recrop_context * scale
+            )
+            passes.append(
+                boxes_lib.predict_face_boxes(lnet_s, context.inputs(), recrops, faces["valid"], config)
+            )
+        return boxes_lib.average_passes(passes)
 
     return boxes_lib.cached(path, compute)
 
