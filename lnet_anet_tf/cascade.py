@@ -212,9 +212,11 @@ class Cascade(tf.Module):
         """
         return self._crop_for_lnet_s(images, self.head_crop_boxes(head_boxes, images))
 
-    def _crop_for_lnet_s(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> tf.Tensor:
+    def _crop_for_lnet_s(
+        self, images: tf.Tensor, crop_boxes: tf.Tensor, image_indices: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return localization.crop_and_resize(
-            images, crop_boxes, self.lnet_s_size, extrapolation_value=0.0
+            images, crop_boxes, self.lnet_s_size, box_indices=image_indices, extrapolation_value=0.0
         )
 
     def localize_face(self, images: tf.Tensor, head_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -231,27 +233,34 @@ class Cascade(tf.Module):
         if self.localization_config.lnet_s_recrop_context is None:
             return face
 
-        passes = [
-            self.localize_face_in_crops(
-                images, self.face_recrop_boxes(face["face_box"], images, scale)
-            )
-            for scale in self.localization_config.lnet_s_recrop_scales
-        ]
+        # One LNet_s call reads the crops of every scale, scale-major, which keeps
+        # the traced graph, and the TFLite model, at one copy of LNet_s's ops.
+        scales = self.localization_config.lnet_s_recrop_scales
+        crop_boxes = tf.concat(
+            [self.face_recrop_boxes(face["face_box"], images, scale) for scale in scales], axis=0
+        )
+        batch = tf.shape(images)[0]
+        image_indices = tf.tile(tf.range(batch), [len(scales)])
+        found = self.localize_face_in_crops(images, crop_boxes, image_indices)
         return {
-            "face_box": tf.add_n([found["face_box"] for found in passes]) / len(passes),
-            "face_score": tf.add_n([found["face_score"] for found in passes]) / len(passes),
-            "lnet_s_response": passes[0]["lnet_s_response"],
+            "face_box": tf.reduce_mean(tf.reshape(found["face_box"], [len(scales), -1, 4]), axis=0),
+            "face_score": tf.reduce_mean(tf.reshape(found["face_score"], [len(scales), -1]), axis=0),
+            "lnet_s_response": found["lnet_s_response"][:batch],
         }
 
-    def localize_face_in_crops(self, images: tf.Tensor, crop_boxes: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Find the face with LNet_s in given crops [batch, 4] of normalized images.
+    def localize_face_in_crops(
+        self, images: tf.Tensor, crop_boxes: tf.Tensor, image_indices: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Find the face with LNet_s in given crops [num_crops, 4] of normalized images.
 
         `localize_face` with the crops chosen by the caller instead of about LNet_o's
-        boxes; the outputs are the same, "lnet_s_response" over these crops.
+        boxes; the outputs are the same, one per crop, "lnet_s_response" over these
+        crops. Crop i is cut from image `image_indices[i]`, or from image i when
+        `image_indices` is None.
         """
+        crops = self._crop_for_lnet_s(images, crop_boxes, image_indices)
         response = localization.response_map(
-            self.lnet_s(self._crop_for_lnet_s(images, crop_boxes), training=False)["feature_map"],
-            self.lnet_s_blank,
+            self.lnet_s(crops, training=False)["feature_map"], self.lnet_s_blank
         )
         boxes_in_crop, scores = localization.locate(
             response, self.localization_config, self.lnet_s_geometry

@@ -82,12 +82,9 @@ class LocalizationConfig:
     # is the face box. None runs LNet_s once. `scripts/lnet_s_second_pass.py`
     # calibrates the factor on training images without box labels.
     lnet_s_recrop_context: float | None = None
-    # The second pass reads one square crop per factor here, of side
-    # `lnet_s_recrop_context` times the factor times the first box's, and the face
-    # box is the mean of their boxes. One response map's box edges scatter from
-    # image to image, and maps of the same face at other scales scatter partly
-    # independently, so the mean is closer to the face. The first factor's crop
-    # gives the cascade's "lnet_s_response". Unused when `lnet_s_recrop_context` is None.
+    # Factors of the second pass's crop side, times `lnet_s_recrop_context`. LNet_s
+    # reads one crop per factor, and the face box is the mean of their boxes, whose
+    # edges scatter less than one crop's (docs/benchmarks.md).
     lnet_s_recrop_scales: tuple = (1.0,)
     # Smallest box side, as a fraction of the image side; see
     # `localization.ensure_min_size`.
@@ -220,8 +217,8 @@ def _demo() -> Config:
         # shows the hair, hairline and hat of ten attributes. The value was chosen
         # among 1.1, 1.3, 1.5 and 1.8 with scripts/validation_accuracy.py
         # (docs/benchmarks.md). The paper preset keeps 1.1.
-        # The second pass averages the boxes of three crop scales, 0.8 and 1.25
-        # times the calibrated one; the only set tried (docs/benchmarks.md).
+        # The second pass averages three crop scales: the calibrated one, and 0.8
+        # and 1.25 times it. It is the only set tried (docs/benchmarks.md).
         localization=LocalizationConfig(
             lnet_s_recrop_context=2.0, lnet_s_recrop_scales=(1.0, 0.8, 1.25), lnet_s_context=1.5
         ),

@@ -291,7 +291,7 @@ def locate(
 
 
 def validate_config(config: LocalizationConfig) -> None:
-    """Raise ValueError naming the first `LocalizationConfig` setting out of range."""
+    """Raise ValueError naming the first invalid `LocalizationConfig` setting."""
     if not 0.0 < config.response_threshold < 1.0:
         raise ValueError(
             f"response_threshold must be in (0, 1), got {config.response_threshold}."
@@ -307,9 +307,13 @@ def validate_config(config: LocalizationConfig) -> None:
             f"lnet_s_recrop_context must be None or > 0, got {config.lnet_s_recrop_context}."
         )
     scales = config.lnet_s_recrop_scales
-    if not scales or not all(isinstance(scale, (int, float)) and scale > 0 for scale in scales):
+    numbers = isinstance(scales, (tuple, list)) and all(
+        isinstance(scale, (int, float)) and not isinstance(scale, bool) for scale in scales
+    )
+    if not numbers or not scales or min(scales) <= 0:
         raise ValueError(
-            f"lnet_s_recrop_scales must be a non-empty tuple of positive numbers, got {scales!r}."
+            f"lnet_s_recrop_scales must be a non-empty tuple of positive numbers, got "
+            f"{scales!r}. Use (1.0,) for one crop in LNet_s's second pass."
         )
 
 

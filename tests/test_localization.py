@@ -168,6 +168,8 @@ def test_locate_rejects_unknown_map_size():
         ("lnet_s_recrop_scales", ()),
         ("lnet_s_recrop_scales", (1.0, 0.0)),
         ("lnet_s_recrop_scales", ("1.0",)),
+        ("lnet_s_recrop_scales", 1.0),
+        ("lnet_s_recrop_scales", (True,)),
     ],
 )
 def test_locate_rejects_invalid_config(field, value):
