@@ -148,27 +148,26 @@ def test_seed_override_rejected(tmp_path):
     assert not model_dir.exists()
 
 
-def test_invalid_synthetic_range_rejected(tmp_path):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "synthetic.brightness_range=(1.2, 0.8)",
+            "The config setting synthetic.brightness_range is (1.2, 0.8)",
+        ),
+        (
+            "localization.lnet_s_recrop_scales=(1.0, -0.5)",
+            "lnet_s_recrop_scales must be a non-empty tuple of positive numbers",
+        ),
+    ],
+)
+def test_invalid_setting_rejected(tmp_path, override, message):
     model_dir, cache_dir = tmp_path / "run", tmp_path / "cache"
-    override = "--config_override=synthetic.brightness_range=(1.2, 0.8)"
-    command = train_command(model_dir, cache_dir, override, "--stages=evaluate")
+    command = train_command(model_dir, cache_dir, f"--config_override={override}", "--stages=evaluate")
 
     result = run(command, cwd=tmp_path)
 
     assert result.returncode != 0
-    assert "The config setting synthetic.brightness_range is (1.2, 0.8)" in result.stderr
-    assert not model_dir.exists()
-    assert not cache_dir.exists()
-
-
-def test_invalid_localization_setting_rejected(tmp_path):
-    model_dir, cache_dir = tmp_path / "run", tmp_path / "cache"
-    override = "--config_override=localization.lnet_s_recrop_scales=(1.0, -0.5)"
-    command = train_command(model_dir, cache_dir, override, "--stages=evaluate")
-
-    result = run(command, cwd=tmp_path)
-
-    assert result.returncode != 0
-    assert "lnet_s_recrop_scales must be a non-empty tuple of positive numbers" in result.stderr
+    assert message in result.stderr
     assert not model_dir.exists()
     assert not cache_dir.exists()
