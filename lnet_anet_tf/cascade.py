@@ -227,7 +227,7 @@ class Cascade(tf.Module):
         and the outputs are the second pass's: the mean of its boxes and of its
         scores. Returns "face_box" [batch, 4] in image coordinates, "face_score"
         [batch] and "lnet_s_response" [batch, h', w'] over the crop that LNet_s read
-        last, or in the second pass over the first factor's crop.
+        last (with a second pass, the first factor's crop).
         """
         face = self.localize_face_in_crops(images, self.head_crop_boxes(head_boxes, images))
         if self.localization_config.lnet_s_recrop_context is None:
