@@ -233,8 +233,8 @@ class Cascade(tf.Module):
         if self.localization_config.lnet_s_recrop_context is None:
             return face
 
-        # One LNet_s call reads the crops of every scale, scale-major, which keeps
-        # the traced graph, and the TFLite model, at one copy of LNet_s's ops.
+        # LNet_s reads the crops of every scale in one call (scale-major), so the
+        # traced graph and the TFLite model contain LNet_s's ops once.
         scales = self.localization_config.lnet_s_recrop_scales
         crop_boxes = tf.concat(
             [self.face_recrop_boxes(face["face_box"], images, scale) for scale in scales], axis=0
@@ -254,9 +254,9 @@ class Cascade(tf.Module):
         """Find the face with LNet_s in given crops [num_crops, 4] of normalized images.
 
         `localize_face` with the crops chosen by the caller instead of about LNet_o's
-        boxes; the outputs are the same, one per crop, "lnet_s_response" over these
-        crops. Crop i is cut from image `image_indices[i]`, or from image i when
-        `image_indices` is None.
+        boxes. The outputs are the same, one per crop, with "lnet_s_response" over
+        these crops. Crop i is cut from image `image_indices[i]`, or from image i
+        when `image_indices` is None.
         """
         crops = self._crop_for_lnet_s(images, crop_boxes, image_indices)
         response = localization.response_map(

@@ -219,13 +219,18 @@ def test_face_in_crops_lies_in_given_crop(cascade):
     assert face["lnet_s_response"].shape[0] == 2
 
 
-@pytest.fixture(scope="module")
-def recrop_cascade(cascade, config):
+def with_config(cascade, config):
+    """Return a cascade with `cascade`'s nets and SVMs and the settings of `config`."""
     return Cascade(
-        cascade.lnet_o, cascade.lnet_s, cascade.anet, config=with_recrop(config, 2.0),
+        cascade.lnet_o, cascade.lnet_s, cascade.anet, config=config,
         svm_weights=cascade.svm_weights.numpy(), svm_bias=cascade.svm_bias.numpy(),
         platt_scale=cascade.platt_scale.numpy(), platt_offset=cascade.platt_offset.numpy(),
     )
+
+
+@pytest.fixture(scope="module")
+def recrop_cascade(cascade, config):
+    return with_config(cascade, with_recrop(config, 2.0))
 
 
 def test_second_pass_reads_crop_about_first_box(cascade, recrop_cascade):
@@ -250,11 +255,7 @@ def test_second_pass_reads_crop_about_first_box(cascade, recrop_cascade):
 
 def test_second_pass_averages_its_scales(cascade, recrop_cascade, config):
     images = random_images(2, 90, 120, 0.0, 255.0, seed=8)
-    multi_scale = Cascade(
-        cascade.lnet_o, cascade.lnet_s, cascade.anet, config=with_recrop(config, 2.0, (1.0, 0.5, 1.5)),
-        svm_weights=cascade.svm_weights.numpy(), svm_bias=cascade.svm_bias.numpy(),
-        platt_scale=cascade.platt_scale.numpy(), platt_offset=cascade.platt_offset.numpy(),
-    )
+    multi_scale = with_config(cascade, with_recrop(config, 2.0, (1.0, 0.5, 1.5)))
 
     outputs = multi_scale(images)
 

@@ -43,7 +43,7 @@ def test_average_passes_means_boxes_and_scores():
     first = {
         "boxes": np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32),
         "scores": np.array([0.2, 0.0], np.float32),
-        "valid": np.array([True, False]),
+        "valid": np.array([True, True]),
     }
     second = {
         "boxes": np.array([[0.3, 0.2, 0.7, 0.6], [0.0, 0.0, 0.0, 0.0]], np.float32),

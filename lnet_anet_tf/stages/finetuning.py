@@ -198,7 +198,8 @@ def face_boxes(context: RunContext) -> dict:
             return faces
 
         # The cascade's second LNet_s pass, on crops about the first boxes at
-        # each scale, averaged.
+        # each scale, averaged. NOTE: each scale decodes every image again,
+        # because the crop pipeline cuts one crop per example.
         passes = []
         for scale in config.lnet_s_recrop_scales:
             recrops = boxes_lib.recrop_boxes(
